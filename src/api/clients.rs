@@ -1,0 +1,382 @@
+//! `/api/v1/clients…`: API clients, as Tachi serves them (SPEC §4, Clients).
+
+use serde_json::{json, Map, Value};
+
+use crate::app::{ApiRequest, App};
+use crate::body;
+use crate::reply::Reply;
+use crate::store::{digest, now_ms, random_hex, ClientInsert, ClientRecord};
+
+const NOT_A_SESSION: &str = "You are not authenticated (for a session-level request, atleast).";
+const NO_SUCH_CLIENT: &str = "This client does not exist.";
+const TEMPLATE_PLACEHOLDER: &str = "%%TACHI_KEY%%";
+
+/// A client as Tachi shows it; the secret only when freshly made.
+fn view(c: &ClientRecord, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "clientID": c.client_id,
+        "name": c.name,
+        "author": c.author,
+        "requestedPermissions": c.requested_permissions,
+        "redirectUri": c.redirect_uri,
+        "webhookUri": c.webhook_uri,
+        "apiKeyTemplate": c.api_key_template,
+        "apiKeyFilename": c.api_key_filename,
+    });
+    if let (Some(s), Some(obj)) = (secret, v.as_object_mut()) {
+        obj.insert("clientSecret".into(), Value::String(s.to_string()));
+    }
+    v
+}
+
+fn new_secret() -> String {
+    format!("CS{}", random_hex(20))
+}
+
+/// Tachi's `IsValidURL`: an absolute http or https URL.
+fn valid_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+}
+
+/// The JSON body as an object, refusing keys outside `allowed`.
+fn params(req: &ApiRequest, allowed: &[&str]) -> Result<Map<String, Value>, Reply> {
+    let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let shown: String = k.chars().take(60).collect();
+        return Err(Reply::failure(400, format!("Unexpected field '{shown}'.")));
+    }
+    Ok(map)
+}
+
+/// A field that is absent, `null`, or a string passing `check`.
+fn optional_string(
+    map: &Map<String, Value>,
+    name: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<Option<Option<String>>, Reply> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => match check(s) {
+            Ok(()) => Ok(Some(Some(s.clone()))),
+            Err(e) => Err(Reply::failure(400, format!("Invalid {name}: {e}"))),
+        },
+        Some(_) => Err(Reply::failure(
+            400,
+            format!("Invalid {name}: expected a string or null."),
+        )),
+    }
+}
+
+fn check_name(s: &str) -> Result<(), String> {
+    let n = s.chars().count();
+    if (3..=80).contains(&n) {
+        Ok(())
+    } else {
+        Err("must be 3 to 80 characters long.".into())
+    }
+}
+
+fn check_url(s: &str) -> Result<(), String> {
+    if valid_url(s) {
+        Ok(())
+    } else {
+        Err("must be an http or https URL.".into())
+    }
+}
+
+fn check_template(s: &str) -> Result<(), String> {
+    if s.contains(TEMPLATE_PLACEHOLDER) {
+        Ok(())
+    } else {
+        Err(format!("must contain {TEMPLATE_PLACEHOLDER}."))
+    }
+}
+
+fn any_string(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+/// The session's client, or the answer refusing it (404, then 401, then 403, as Tachi).
+async fn owned_client(app: &App, req: &ApiRequest, id: &str) -> Result<ClientRecord, Reply> {
+    let client = match app.store.client(id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(Reply::failure(404, NO_SUCH_CLIENT)),
+        Err(e) => return Err(e.into()),
+    };
+    match app.session_of(req).await? {
+        None => Err(Reply::failure(401, NOT_A_SESSION)),
+        Some(user) if user != client.author => Err(Reply::failure(
+            403,
+            "You are not authorized to perform this action.",
+        )),
+        Some(_) => Ok(client),
+    }
+}
+
+/// The caller's clients, without secrets.
+///
+/// @name GET /api/v1/clients
+pub async fn list(app: &App, req: &ApiRequest) -> Reply {
+    let user = match app.session_of(req).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Reply::failure(401, NOT_A_SESSION),
+        Err(r) => return r,
+    };
+    match app.store.clients_of(user).await {
+        Ok(clients) => Reply::success(
+            format!("Returned {} clients.", clients.len()),
+            Value::Array(clients.iter().map(|c| view(c, None)).collect()),
+        ),
+        Err(e) => e.into(),
+    }
+}
+
+/// Creates a client for the session's user; the answer is the only time the
+/// secret is shown.
+///
+/// @name POST /api/v1/clients/create
+pub async fn create(app: &App, req: &ApiRequest) -> Reply {
+    let author = match app.session_of(req).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Reply::failure(401, "You are not authenticated."),
+        Err(r) => return r,
+    };
+    match build_client(app, req, author) {
+        Ok((client, secret)) => match app
+            .store
+            .insert_client(&client, app.config.oauth.client_cap)
+            .await
+        {
+            Ok(ClientInsert::Inserted) => {
+                log::info!("user {author} created client {}", client.client_id);
+                Reply::success("Created a new API client.", view(&client, Some(&secret)))
+            }
+            Ok(ClientInsert::CapReached) => Reply::failure(
+                400,
+                format!(
+                    "You have created too many API clients. The current cap is {}.",
+                    app.config.oauth.client_cap
+                ),
+            ),
+            Err(e) => e.into(),
+        },
+        Err(r) => r,
+    }
+}
+
+fn build_client(app: &App, req: &ApiRequest, author: u64) -> Result<(ClientRecord, String), Reply> {
+    let map = params(
+        req,
+        &[
+            "name",
+            "redirectUri",
+            "webhookUri",
+            "apiKeyTemplate",
+            "apiKeyFilename",
+            "permissions",
+        ],
+    )?;
+    let name = match map.get("name") {
+        Some(Value::String(s)) => {
+            check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
+            s.clone()
+        }
+        _ => {
+            return Err(Reply::failure(
+                400,
+                "Invalid name: expected a string of 3 to 80 characters.",
+            ))
+        }
+    };
+    let redirect_uri = optional_string(&map, "redirectUri", check_url)?.flatten();
+    let webhook_uri = optional_string(&map, "webhookUri", check_url)?.flatten();
+    let api_key_template = optional_string(&map, "apiKeyTemplate", check_template)?.flatten();
+    let api_key_filename = optional_string(&map, "apiKeyFilename", any_string)?.flatten();
+    let known = &app.config.oauth.permissions;
+    let Some(Value::Array(list)) = map.get("permissions") else {
+        return Err(Reply::failure(
+            400,
+            "Invalid permissions: expected an array of permission names.",
+        ));
+    };
+    let mut permissions: Vec<String> = Vec::new();
+    for p in list {
+        match p.as_str() {
+            Some(p) if known.iter().any(|k| k == p) => {
+                if !permissions.iter().any(|q| q == p) {
+                    permissions.push(p.to_string());
+                }
+            }
+            _ => {
+                return Err(Reply::failure(
+                    400,
+                    format!(
+                        "Invalid permissions: each must be one of {}.",
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    if permissions.is_empty() {
+        return Err(Reply::failure(
+            400,
+            "Invalid permissions -- Need to require atleast one.",
+        ));
+    }
+    let secret = new_secret();
+    let client = ClientRecord {
+        client_id: format!("CI{}", random_hex(20)),
+        secret_hash: hex::encode(digest(&secret)),
+        name,
+        author,
+        requested_permissions: permissions,
+        redirect_uri,
+        webhook_uri,
+        api_key_template,
+        api_key_filename,
+        created_on: now_ms(),
+    };
+    Ok((client, secret))
+}
+
+/// Anyone may look a client up; never with its secret.
+///
+/// @name GET /api/v1/clients/:clientID
+pub async fn get(app: &App, id: &str) -> Reply {
+    match app.store.client(id).await {
+        Ok(Some(c)) => Reply::success(format!("Retrieved client {}.", c.name), view(&c, None)),
+        Ok(None) => Reply::failure(404, NO_SUCH_CLIENT),
+        Err(e) => e.into(),
+    }
+}
+
+/// Changes a client's name, URIs or key template; its permissions are fixed.
+///
+/// @name PATCH /api/v1/clients/:clientID
+pub async fn patch(app: &App, req: &ApiRequest, id: &str) -> Reply {
+    let mut client = match owned_client(app, req, id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let map = match params(
+        req,
+        &[
+            "name",
+            "apiKeyTemplate",
+            "apiKeyFilename",
+            "webhookUri",
+            "redirectUri",
+        ],
+    ) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let changes = (|| -> Result<bool, Reply> {
+        let mut changed = false;
+        if let Some(name) = map.get("name") {
+            match name {
+                Value::String(s) => {
+                    check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
+                    client.name = s.clone();
+                }
+                _ => {
+                    return Err(Reply::failure(
+                        400,
+                        "Invalid name: expected a string of 3 to 80 characters.",
+                    ))
+                }
+            }
+            changed = true;
+        }
+        if let Some(v) = optional_string(&map, "apiKeyTemplate", check_template)? {
+            client.api_key_template = v;
+            changed = true;
+        }
+        if let Some(v) = optional_string(&map, "apiKeyFilename", check_name)? {
+            client.api_key_filename = v;
+            changed = true;
+        }
+        if let Some(v) = optional_string(&map, "webhookUri", check_url)? {
+            client.webhook_uri = v;
+            changed = true;
+        }
+        if let Some(v) = optional_string(&map, "redirectUri", check_url)? {
+            client.redirect_uri = v;
+            changed = true;
+        }
+        Ok(changed)
+    })();
+    match changes {
+        Ok(false) => Reply::failure(400, "No changes to make."),
+        Ok(true) => match app.store.update_client(&client).await {
+            Ok(true) => Reply::success("Updated client.", view(&client, None)),
+            Ok(false) => Reply::failure(404, NO_SUCH_CLIENT),
+            Err(e) => e.into(),
+        },
+        Err(r) => r,
+    }
+}
+
+/// A new secret; keys already issued stay valid (RFC 6749 does not tie them to it).
+///
+/// @name POST /api/v1/clients/:clientID/reset-secret
+pub async fn reset_secret(app: &App, req: &ApiRequest, id: &str) -> Reply {
+    let mut client = match owned_client(app, req, id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let secret = new_secret();
+    client.secret_hash = hex::encode(digest(&secret));
+    match app.store.update_client(&client).await {
+        Ok(true) => {
+            log::info!("secret of client {} reset", client.client_id);
+            Reply::success("Reset secret.", view(&client, Some(&secret)))
+        }
+        Ok(false) => Reply::failure(404, NO_SUCH_CLIENT),
+        Err(e) => e.into(),
+    }
+}
+
+/// Deletes the client and every key issued through it.
+///
+/// @name DELETE /api/v1/clients/:clientID
+pub async fn delete(app: &App, req: &ApiRequest, id: &str) -> Reply {
+    let client = match owned_client(app, req, id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match app.store.delete_client(id).await {
+        Ok(Some(keys)) => {
+            log::info!("client {id} deleted with {keys} key(s)");
+            Reply::success(
+                format!("Deleted {} ({}).", client.name, client.client_id),
+                json!({}),
+            )
+        }
+        Ok(None) => Reply::failure(404, NO_SUCH_CLIENT),
+        Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_http_or_https() {
+        assert!(valid_url("https://example.com/cb"));
+        assert!(valid_url("http://127.0.0.1:9/x"));
+        assert!(!valid_url("ftp://example.com"));
+        assert!(!valid_url("javascript:alert(1)"));
+        assert!(!valid_url("not a url"));
+    }
+
+    #[test]
+    fn names_count_characters_not_bytes() {
+        assert!(check_name("ééé").is_ok());
+        assert!(check_name("ab").is_err());
+        assert!(check_name(&"x".repeat(81)).is_err());
+    }
+}

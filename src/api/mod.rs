@@ -1,0 +1,3 @@
+//! Tachi's own management routes that the gate serves from its store.
+
+pub mod clients;

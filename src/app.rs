@@ -1,0 +1,81 @@
+//! Everything a request handler needs, built once at start-up and shared.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
+use crate::config::Config;
+use crate::gate::session::{Sessions, UpstreamFailed};
+use crate::gate::{cookie_header, credentials};
+use crate::reply::Reply;
+use crate::store::Store;
+use crate::upstream::Upstreams;
+
+/// The gate's shared state.
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub upstreams: Upstreams,
+}
+
+impl App {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> App {
+        App {
+            sessions: Sessions::new(config.session.status_path.clone(), config.session.cache_ttl),
+            upstreams: Upstreams::new(config.upstream.addrs.clone()),
+            config,
+            store,
+        }
+    }
+
+    /// The user a cookie is a live session of.
+    pub async fn session_user(&self, cookie: &str) -> Result<Option<u64>, UpstreamFailed> {
+        self.sessions.user(cookie, &self.upstreams).await
+    }
+
+    /// The session user of a request to one of the gate's own routes: `None`
+    /// for guests and for API-key requests (a request with `Authorization` is
+    /// never a session, SPEC §3); a 502 answer when the upstream cannot say.
+    pub async fn session_of(&self, req: &ApiRequest) -> Result<Option<u64>, Reply> {
+        if req.headers.contains_key(http::header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        let Some(cookie) = cookie_header(&req.headers) else {
+            return Ok(None);
+        };
+        self.session_user(&cookie).await.map_err(|e| {
+            log::warn!("{}", e.0);
+            Reply::upstream_unavailable()
+        })
+    }
+}
+
+/// A request to one of the gate's own routes, body already read.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    /// The Content-Type header, if it is valid text.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The parsed `Authorization` header, if exactly one was sent.
+    pub fn authorization(&self) -> Option<credentials::Authorization<'_>> {
+        let mut all = self.headers.get_all(http::header::AUTHORIZATION).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => Some(credentials::parse(v.as_bytes())),
+            (Some(_), Some(_)) => Some(credentials::Authorization::Other),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! Configuration: the TOML file format of SPEC §2, kept apart from the validated
+//! [`Config`] the rest of the gate works with.
+//!
+//! Every key is optional; unknown keys are an error that names the key and its
+//! line, so a typo never silently falls back to a default.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The permissions Tachi knows, in Tachi's order. The default for `oauth.permissions`.
+pub const DEFAULT_PERMISSIONS: [&str; 8] = [
+    "customise_profile",
+    "customise_score",
+    "customise_session",
+    "delete_score",
+    "manage_rivals",
+    "manage_targets",
+    "submit_score",
+    "manage_challenges",
+];
+
+/// A configuration problem, worded as the one line the gate prints before exiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+// ---------------------------------------------------------------------------
+// The file format.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    server: FileServer,
+    upstream: FileUpstream,
+    store: FileStore,
+    session: FileSession,
+    oauth: FileOAuth,
+    gate: FileGate,
+}
+
+/// `listen = "a"` and `listen = ["a", "b"]` are both accepted.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileServer {
+    listen: Option<OneOrMany>,
+    admin_listen: Option<String>,
+    admin_token: Option<String>,
+    threads: Option<usize>,
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileUpstream {
+    addrs: Option<OneOrMany>,
+    tls: Option<bool>,
+    sni: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileStore {
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileSession {
+    status_path: Option<String>,
+    cache_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileOAuth {
+    code_ttl_secs: Option<u64>,
+    client_cap: Option<usize>,
+    permissions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileGate {
+    hide_credentials: Option<bool>,
+    unknown_tokens: Option<String>,
+    policy: Vec<FilePolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    methods: Option<Vec<String>>,
+    path_prefix: String,
+    #[serde(default)]
+    require: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// The validated configuration.
+
+/// What the gate does with a Bearer key it never issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownTokens {
+    /// 401, the default.
+    Reject,
+    /// Pass the request on untouched and let the upstream judge the key.
+    Forward,
+}
+
+/// One `[[gate.policy]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Upper-case method names; empty means every method.
+    pub methods: Vec<String>,
+    pub path_prefix: String,
+    /// Sorted, de-duplicated permission names.
+    pub require: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Resolved once at start-up: Pingora's peers must not do DNS per request.
+    pub addrs: Vec<SocketAddr>,
+    pub tls: bool,
+    pub sni: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub status_path: String,
+    pub cache_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub code_ttl: Duration,
+    pub client_cap: usize,
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub hide_credentials: bool,
+    pub unknown_tokens: UnknownTokens,
+    pub policies: Vec<Policy>,
+}
+
+/// The gate's configuration after validation: every value here is usable as is.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    /// `None` when `admin_listen = ""`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `None` when neither the file nor `TACHI_GATE_ADMIN_TOKEN` sets one.
+    pub admin_token: Option<String>,
+    pub threads: usize,
+    pub public_url: Option<String>,
+    pub upstream: UpstreamConfig,
+    pub store_path: PathBuf,
+    pub session: SessionConfig,
+    pub oauth: OAuthConfig,
+    pub gate: GateConfig,
+}
+
+/// Values given on the command line; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub data: Option<PathBuf>,
+}
+
+/// Where the configuration comes from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "conf/tachi-gate.toml";
+
+impl Config {
+    /// The built-in defaults (SPEC §1), exactly as an empty file gives them.
+    pub fn defaults() -> Config {
+        match Config::from_toml("", &Overrides::default(), None) {
+            Ok(c) => c,
+            // The empty document is valid by construction; a failure here is a bug in
+            // this module, caught by its unit tests.
+            Err(e) => unreachable!("built-in defaults are invalid: {e}"),
+        }
+    }
+
+    /// Loads `path` if given (it must exist), else [`DEFAULT_CONFIG_PATH`] if it
+    /// exists, else the built-in defaults; then applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let admin_env = std::env::var("TACHI_GATE_ADMIN_TOKEN").ok();
+        let (text, name) = match path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => (t, p.display().to_string()),
+                Err(e) => return err(format!("cannot read config {}: {e}", p.display())),
+            },
+            None => match std::fs::read_to_string(DEFAULT_CONFIG_PATH) {
+                Ok(t) => (t, DEFAULT_CONFIG_PATH.to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (String::new(), "built-in defaults".to_string())
+                }
+                Err(e) => return err(format!("cannot read config {DEFAULT_CONFIG_PATH}: {e}")),
+            },
+        };
+        Config::from_toml(&text, overrides, admin_env)
+            .map_err(|e| ConfigError(format!("config {name}: {e}")))
+    }
+
+    /// Parses and validates one TOML document.
+    pub fn from_toml(
+        text: &str,
+        overrides: &Overrides,
+        admin_token_env: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        validate(file, overrides, admin_token_env)
+    }
+}
+
+/// Turns toml's multi-line report into one line with the position.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            ConfigError(format!("{message} (line {line})"))
+        }
+        None => ConfigError(message),
+    }
+}
+
+fn socket_addr(what: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(a) => Ok(a),
+            None => err(format!("{what}: `{value}` resolves to no address")),
+        },
+        Err(e) => err(format!(
+            "{what}: `{value}` is not a usable host:port address ({e})"
+        )),
+    }
+}
+
+fn validate(
+    file: FileConfig,
+    overrides: &Overrides,
+    admin_token_env: Option<String>,
+) -> Result<Config, ConfigError> {
+    let listen_raw = match &overrides.listen {
+        Some(l) => vec![l.clone()],
+        None => file
+            .server
+            .listen
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]),
+    };
+    if listen_raw.is_empty() {
+        return err("server.listen: at least one address is needed");
+    }
+    let listen = listen_raw
+        .iter()
+        .map(|a| socket_addr("server.listen", a))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let admin_raw = file
+        .server
+        .admin_listen
+        .unwrap_or_else(|| "127.0.0.1:9180".into());
+    let admin_listen = if admin_raw.is_empty() {
+        None
+    } else {
+        Some(socket_addr("server.admin_listen", &admin_raw)?)
+    };
+    let admin_token = admin_token_env
+        .filter(|t| !t.is_empty())
+        .or(file.server.admin_token.filter(|t| !t.is_empty()));
+
+    let threads = file.server.threads.unwrap_or(2);
+    if threads == 0 {
+        return err("server.threads: must be at least 1");
+    }
+    let public_url = match file.server.public_url.filter(|u| !u.is_empty()) {
+        None => None,
+        Some(u) => match url::Url::parse(&u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => return err(format!("server.public_url: `{u}` is not an http(s) URL")),
+        },
+    };
+
+    let upstream_raw = match &overrides.upstream {
+        Some(u) => vec![u.clone()],
+        None => file
+            .upstream
+            .addrs
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec!["127.0.0.1:8000".into()]),
+    };
+    if upstream_raw.is_empty() {
+        return err("upstream.addrs: at least one address is needed");
+    }
+    let addrs = upstream_raw
+        .iter()
+        .map(|a| socket_addr("upstream.addrs", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = file.upstream.tls.unwrap_or(false);
+    if tls {
+        return err("upstream.tls: TLS to the upstream is not supported by this build yet");
+    }
+    let upstream = UpstreamConfig {
+        addrs,
+        tls,
+        sni: file.upstream.sni.unwrap_or_default(),
+    };
+
+    let store_path = overrides
+        .data
+        .clone()
+        .or(file.store.path)
+        .unwrap_or_else(|| PathBuf::from("data/tachi-gate"));
+    if store_path.as_os_str().is_empty() {
+        return err("store.path: must not be empty");
+    }
+
+    let status_path = file
+        .session
+        .status_path
+        .unwrap_or_else(|| "/api/v1/status".into());
+    if !status_path.starts_with('/') || status_path.parse::<http::Uri>().is_err() {
+        return err(format!(
+            "session.status_path: `{status_path}` must be an absolute path such as /api/v1/status"
+        ));
+    }
+    let session = SessionConfig {
+        status_path,
+        cache_ttl: Duration::from_secs(file.session.cache_ttl_secs.unwrap_or(30)),
+    };
+
+    let code_ttl_secs = file.oauth.code_ttl_secs.unwrap_or(600);
+    if code_ttl_secs == 0 {
+        return err("oauth.code_ttl_secs: must be at least 1");
+    }
+    let permissions = file
+        .oauth
+        .permissions
+        .unwrap_or_else(|| DEFAULT_PERMISSIONS.iter().map(|p| p.to_string()).collect());
+    if permissions.is_empty() {
+        return err("oauth.permissions: at least one permission is needed");
+    }
+    for (i, p) in permissions.iter().enumerate() {
+        let valid = !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return err(format!(
+                "oauth.permissions: `{p}` is not a permission name (lower-case letters, digits and _)"
+            ));
+        }
+        if permissions[..i].contains(p) {
+            return err(format!("oauth.permissions: `{p}` is listed twice"));
+        }
+    }
+    let oauth = OAuthConfig {
+        code_ttl: Duration::from_secs(code_ttl_secs),
+        client_cap: file.oauth.client_cap.unwrap_or(15),
+        permissions,
+    };
+
+    let unknown_tokens = match file.gate.unknown_tokens.as_deref() {
+        None | Some("reject") => UnknownTokens::Reject,
+        Some("forward") => UnknownTokens::Forward,
+        Some(other) => {
+            return err(format!(
+                "gate.unknown_tokens: `{other}` is neither \"reject\" nor \"forward\""
+            ))
+        }
+    };
+    let mut policies = Vec::with_capacity(file.gate.policy.len());
+    for (i, p) in file.gate.policy.into_iter().enumerate() {
+        policies.push(validate_policy(i, p, &oauth.permissions)?);
+    }
+    let gate = GateConfig {
+        hide_credentials: file.gate.hide_credentials.unwrap_or(true),
+        unknown_tokens,
+        policies,
+    };
+
+    Ok(Config {
+        listen,
+        admin_listen,
+        admin_token,
+        threads,
+        public_url,
+        upstream,
+        store_path,
+        session,
+        oauth,
+        gate,
+    })
+}
+
+fn validate_policy(i: usize, p: FilePolicy, known: &[String]) -> Result<Policy, ConfigError> {
+    let at = format!("gate.policy[{i}]");
+    if !p.path_prefix.starts_with('/') {
+        return err(format!(
+            "{at}.path_prefix: `{}` must start with /",
+            p.path_prefix
+        ));
+    }
+    let mut methods = Vec::new();
+    for m in p.methods.unwrap_or_default() {
+        let upper = m.to_ascii_uppercase();
+        if http::Method::from_bytes(upper.as_bytes()).is_err() || upper.is_empty() {
+            return err(format!("{at}.methods: `{m}` is not an HTTP method"));
+        }
+        if !methods.contains(&upper) {
+            methods.push(upper);
+        }
+    }
+    let mut require = Vec::new();
+    for r in p.require {
+        if !known.contains(&r) {
+            return err(format!(
+                "{at}.require: unknown permission `{r}` (known: {})",
+                known.join(", ")
+            ));
+        }
+        if !require.contains(&r) {
+            require.push(r);
+        }
+    }
+    require.sort();
+    Ok(Policy {
+        methods,
+        path_prefix: p.path_prefix,
+        require,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, &Overrides::default(), None)
+    }
+
+    #[test]
+    fn empty_file_gives_the_spec_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.upstream.addrs, vec!["127.0.0.1:8000".parse().unwrap()]);
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9180".parse().unwrap()));
+        assert_eq!(c.store_path, PathBuf::from("data/tachi-gate"));
+        assert_eq!(c.session.status_path, "/api/v1/status");
+        assert_eq!(c.session.cache_ttl, Duration::from_secs(30));
+        assert_eq!(c.oauth.code_ttl, Duration::from_secs(600));
+        assert_eq!(c.oauth.client_cap, 15);
+        assert_eq!(c.oauth.permissions.len(), 8);
+        assert!(c.gate.hide_credentials);
+        assert_eq!(c.gate.unknown_tokens, UnknownTokens::Reject);
+        assert_eq!(c.threads, 2);
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(e.0.contains("lisen"), "{e}");
+        assert!(e.0.contains("line 3"), "{e}");
+        let e = parse("[serverr]\n").unwrap_err();
+        assert!(e.0.contains("serverr"), "{e}");
+    }
+
+    #[test]
+    fn listen_takes_a_string_or_a_list() {
+        let c = parse("[server]\nlisten = \"127.0.0.1:1\"").unwrap();
+        assert_eq!(c.listen.len(), 1);
+        let c = parse("[server]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:2\"]").unwrap();
+        assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let e = parse("[upstream]\naddrs = [\"not an address\"]").unwrap_err();
+        assert!(e.0.starts_with("upstream.addrs"), "{e}");
+    }
+
+    #[test]
+    fn policy_with_unknown_permission_is_refused() {
+        let e = parse("[[gate.policy]]\npath_prefix = \"/ir/\"\nrequire = [\"submit_scores\"]")
+            .unwrap_err();
+        assert!(e.0.contains("gate.policy[0].require"), "{e}");
+        assert!(e.0.contains("submit_scores"), "{e}");
+    }
+
+    #[test]
+    fn policy_is_normalised() {
+        let c = parse(
+            "[[gate.policy]]\nmethods = [\"post\", \"POST\"]\npath_prefix = \"/ir/\"\nrequire = [\"submit_score\", \"delete_score\", \"submit_score\"]",
+        )
+        .unwrap();
+        let p = &c.gate.policies[0];
+        assert_eq!(p.methods, vec!["POST"]);
+        assert_eq!(p.require, vec!["delete_score", "submit_score"]);
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:9".into()),
+            upstream: Some("127.0.0.1:10".into()),
+            data: Some(PathBuf::from("/tmp/x")),
+        };
+        let c = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[store]\npath = \"y\"",
+            &o,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:9".parse().unwrap()]);
+        assert_eq!(c.upstream.addrs, vec!["127.0.0.1:10".parse().unwrap()]);
+        assert_eq!(c.store_path, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn admin_token_from_environment_wins() {
+        let c = Config::from_toml(
+            "[server]\nadmin_token = \"file\"",
+            &Overrides::default(),
+            Some("env".into()),
+        )
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("env"));
+    }
+
+    #[test]
+    fn unknown_tokens_accepts_only_two_values() {
+        assert_eq!(
+            parse("[gate]\nunknown_tokens = \"forward\"")
+                .unwrap()
+                .gate
+                .unknown_tokens,
+            UnknownTokens::Forward
+        );
+        assert!(parse("[gate]\nunknown_tokens = \"maybe\"").is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The gate (SPEC §5): who is calling, may they, and what the upstream is told.
+//!
+//! [`check`] decides; it knows nothing of Pingora. The proxy glue turns a
+//! [`Rejection`] into its [`Reply`] and an [`Identity`] into upstream headers
+//! with [`identity_headers`].
+
+pub mod credentials;
+pub mod policy;
+pub mod session;
+
+use http::HeaderMap;
+
+use crate::app::App;
+use crate::config::UnknownTokens;
+use crate::reply::Reply;
+use crate::store::{digest, KeyRecord};
+use credentials::Authorization;
+
+/// Identity headers the gate sets; any inbound copies are removed first.
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-tachi-user-id",
+    "x-tachi-permissions",
+    "x-tachi-client-id",
+    "x-tachi-token-id",
+];
+
+/// The `realm` of the gate's `WWW-Authenticate` challenges.
+const REALM: &str = "tachi";
+
+/// Who the caller turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials, or a cookie that was not looked at (no policy needed it).
+    Guest,
+    /// A live session; the upstream judges it.
+    Session,
+    /// A valid key from the store.
+    Key(KeyRecord),
+    /// A key the gate never issued, passed on untouched (`unknown_tokens = "forward"`).
+    ForeignKey,
+}
+
+/// Why the gate refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// More than one `Authorization` header: which one counts would be a guess.
+    RepeatedAuthorization,
+    WrongScheme,
+    EmptyToken,
+    UnknownKey,
+    /// A policy matched and the caller is a guest.
+    NotAuthorised,
+    /// A policy matched and the key lacks these permissions (sorted).
+    MissingPermissions(Vec<String>),
+    UpstreamUnavailable,
+    StoreUnavailable,
+}
+
+impl Rejection {
+    /// The answer for this rejection; the only place these are worded.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Rejection::RepeatedAuthorization => {
+                Reply::failure(400, "Send at most one Authorization header.")
+            }
+            Rejection::WrongScheme => {
+                Reply::failure(400, "Invalid Authorization Type - Expected Bearer.")
+            }
+            Rejection::EmptyToken => Reply::failure(401, "Invalid token.")
+                .header("WWW-Authenticate", format!("Bearer realm=\"{REALM}\"")),
+            Rejection::UnknownKey => Reply::failure(
+                401,
+                "The provided API token does not correspond with any key in the database.",
+            )
+            .header(
+                "WWW-Authenticate",
+                format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            ),
+            Rejection::NotAuthorised => {
+                Reply::failure(401, "You are not authorised to perform this action.")
+                    .header("WWW-Authenticate", format!("Bearer realm=\"{REALM}\""))
+            }
+            Rejection::MissingPermissions(missing) => Reply::failure(
+                403,
+                format!(
+                    "You are missing the following permissions necessary for this request: {}",
+                    missing.join(", ")
+                ),
+            )
+            .header(
+                "WWW-Authenticate",
+                format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    missing.join(" ")
+                ),
+            ),
+            Rejection::UpstreamUnavailable => Reply::upstream_unavailable(),
+            Rejection::StoreUnavailable => Reply::store_unavailable(),
+        }
+    }
+}
+
+/// All `Cookie` headers of a request joined as one (HTTP/2 splits them).
+pub fn cookie_header(headers: &HeaderMap) -> Option<String> {
+    let mut parts = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let first = parts.next()?;
+    Some(parts.fold(first.to_string(), |mut acc, p| {
+        acc.push_str("; ");
+        acc.push_str(p);
+        acc
+    }))
+}
+
+/// Decides who the caller of a gated request is, and whether they may proceed.
+///
+/// On the common path (a valid key, no session) this is one hash and one store
+/// read: no write and no upstream call.
+pub async fn check(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Identity, Rejection> {
+    let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
+    let identity = match (auth.next(), auth.next()) {
+        (Some(_), Some(_)) => return Err(Rejection::RepeatedAuthorization),
+        (Some(value), None) => match credentials::parse(value.as_bytes()) {
+            Authorization::Bearer(b"") => return Err(Rejection::EmptyToken),
+            Authorization::Bearer(token) => key_identity(app, token).await?,
+            Authorization::Basic(_) | Authorization::Other => return Err(Rejection::WrongScheme),
+        },
+        (None, _) => Identity::Guest,
+    };
+
+    let Some(policy) = policy::first_match(&app.config.gate.policies, method, path) else {
+        return Ok(identity);
+    };
+    match identity {
+        Identity::Key(record) => {
+            let missing = policy::missing(&policy.require, &record.permissions);
+            if missing.is_empty() {
+                Ok(Identity::Key(record))
+            } else {
+                Err(Rejection::MissingPermissions(
+                    missing.into_iter().map(str::to_string).collect(),
+                ))
+            }
+        }
+        // The upstream judges keys it issued itself.
+        Identity::ForeignKey => Ok(Identity::ForeignKey),
+        Identity::Guest | Identity::Session => match cookie_header(headers) {
+            None => Err(Rejection::NotAuthorised),
+            Some(cookie) => match app.session_user(&cookie).await {
+                Ok(Some(_)) => Ok(Identity::Session),
+                Ok(None) => Err(Rejection::NotAuthorised),
+                Err(e) => {
+                    log::warn!("{}", e.0);
+                    Err(Rejection::UpstreamUnavailable)
+                }
+            },
+        },
+    }
+}
+
+async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
+    let found = match std::str::from_utf8(token) {
+        Ok(t) => app.store.key(&digest(t)).await.map_err(|e| {
+            log::error!("{e}");
+            Rejection::StoreUnavailable
+        })?,
+        Err(_) => None,
+    };
+    match (found, app.config.gate.unknown_tokens) {
+        (Some(record), _) => Ok(Identity::Key(record)),
+        (None, UnknownTokens::Forward) => Ok(Identity::ForeignKey),
+        (None, UnknownTokens::Reject) => Err(Rejection::UnknownKey),
+    }
+}
+
+/// The identity headers to set upstream for a caller (none but for keys).
+pub fn identity_headers(identity: &Identity) -> Vec<(&'static str, String)> {
+    match identity {
+        Identity::Key(k) => {
+            let mut h = vec![
+                (IDENTITY_HEADERS[0], k.user_id.to_string()),
+                (IDENTITY_HEADERS[1], k.permissions.join(",")),
+            ];
+            if let Some(c) = &k.from_client {
+                h.push((IDENTITY_HEADERS[2], c.clone()));
+            }
+            h.push((IDENTITY_HEADERS[3], k.token_id.clone()));
+            h
+        }
+        Identity::Guest | Identity::Session | Identity::ForeignKey => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_permissions_are_named_in_text_and_challenge() {
+        let r = Rejection::MissingPermissions(vec!["a".into(), "b".into()]).reply();
+        assert_eq!(r.status, 403);
+        assert!(r.description().ends_with(": a, b"));
+        assert_eq!(
+            r.headers[0].1,
+            "Bearer realm=\"tachi\", error=\"insufficient_scope\", scope=\"a b\""
+        );
+    }
+
+    #[test]
+    fn key_identity_headers_are_complete() {
+        let k = KeyRecord {
+            token_id: "t1".into(),
+            user_id: 5,
+            identifier: "x".into(),
+            permissions: vec!["a".into(), "b".into()],
+            from_client: Some("CI1".into()),
+            created_on: 0,
+        };
+        let h = identity_headers(&Identity::Key(k));
+        assert_eq!(
+            h,
+            vec![
+                ("x-tachi-user-id", "5".to_string()),
+                ("x-tachi-permissions", "a,b".to_string()),
+                ("x-tachi-client-id", "CI1".to_string()),
+                ("x-tachi-token-id", "t1".to_string()),
+            ]
+        );
+        assert!(identity_headers(&Identity::Session).is_empty());
+    }
+
+    #[test]
+    fn cookies_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        assert_eq!(cookie_header(&h).as_deref(), Some("a=1; b=2"));
+        assert_eq!(cookie_header(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,68 @@
+//! `POST /api/v1/oauth/create-code`.
+
+use serde_json::json;
+
+use crate::app::{ApiRequest, App};
+use crate::body;
+use crate::reply::Reply;
+use crate::store::{digest, now_ms, random_hex, CodeRecord};
+
+use super::{pkce, string_param};
+
+/// Creates an intermediate code for the session's user. Optional parameters,
+/// from the JSON body or the query string: `clientID` binds the code to one
+/// client; `code_challenge` and `code_challenge_method` add PKCE.
+///
+/// @name POST /api/v1/oauth/create-code
+pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
+    let user_id = match app.session_of(req).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Reply::failure(401, "You are not authenticated."),
+        Err(reply) => return reply,
+    };
+
+    let mut params = match body::object(req.content_type(), &req.body) {
+        Ok((_, p)) => p,
+        Err(e) => return e.reply(),
+    };
+    for (k, v) in body::query_object(req.query.as_deref()) {
+        params.entry(k).or_insert(v);
+    }
+    let (client_id, challenge, method) = match (
+        string_param(&params, "clientID"),
+        string_param(&params, "code_challenge"),
+        string_param(&params, "code_challenge_method"),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Reply::failure(400, e),
+    };
+    let challenge = match pkce::challenge(challenge.as_deref(), method.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return Reply::failure(400, e),
+    };
+    if let Some(id) = &client_id {
+        match app.store.client(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Reply::failure(404, "This client does not exist."),
+            Err(e) => return e.into(),
+        }
+    }
+
+    let code = random_hex(20);
+    let created_on = now_ms();
+    let record = CodeRecord {
+        user_id,
+        created_on,
+        expires_at: created_on + app.config.oauth.code_ttl.as_millis() as u64,
+        client_id,
+        challenge,
+        redeemed: None,
+    };
+    if let Err(e) = app.store.insert_code(&digest(&code), &record).await {
+        return e.into();
+    }
+    Reply::success(
+        "Successfully created code.",
+        json!({"code": code, "userID": user_id, "createdOn": created_on}),
+    )
+}

@@ -1,0 +1,16 @@
+//! Tachi's OAuth2 routes (SPEC §4), served by the gate from its own store.
+
+pub mod create_code;
+pub mod pkce;
+pub mod token;
+
+use serde_json::{Map, Value};
+
+/// A request parameter that must be a string when present (`null` = absent).
+pub fn string_param(params: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{name} must be a string.")),
+    }
+}

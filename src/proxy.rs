@@ -1,0 +1,226 @@
+//! The Pingora glue: routes a request to the gate's own handlers or through
+//! the gate to the upstream. Decisions live elsewhere; this file only moves
+//! bytes and headers between Pingora and them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::app::{ApiRequest, App};
+use crate::body::{BodyError, MAX_BODY_BYTES};
+use crate::gate::{self, Identity, IDENTITY_HEADERS};
+use crate::reply::Reply;
+use crate::routes;
+
+/// How long a client may take to send the body of a request to an own route.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gate as a Pingora proxy.
+pub struct GateProxy {
+    app: Arc<App>,
+}
+
+impl GateProxy {
+    pub fn new(app: Arc<App>) -> GateProxy {
+        GateProxy { app }
+    }
+}
+
+/// Per-request state: who the caller of a forwarded request is.
+pub struct Ctx {
+    identity: Identity,
+}
+
+/// Writes a reply with Content-Type and Content-Length, so the connection can
+/// stay open when the body was read.
+pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
+    let body = reply.body_bytes();
+    let mut header = ResponseHeader::build(reply.status, Some(3 + reply.headers.len()))?;
+    header.insert_header("Content-Type", "application/json; charset=utf-8")?;
+    header.insert_header("Content-Length", body.len().to_string())?;
+    for (name, value) in &reply.headers {
+        header.append_header(*name, value.as_str())?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+/// Reads the body of a request to an own route, within the size and time limits.
+async fn read_body(session: &mut Session) -> std::result::Result<Bytes, BodyError> {
+    let req = session.req_header();
+    if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
+        let len: usize = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(BodyError::BadContentLength)?;
+        if len > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    let expects_continue = req
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(|_| BodyError::Unreadable)?;
+    }
+    let read = async {
+        let mut buf = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > MAX_BODY_BYTES {
+                        return Err(BodyError::TooLarge);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(_) => return Err(BodyError::Unreadable),
+            }
+        }
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(BodyError::Timeout))
+}
+
+impl GateProxy {
+    async fn serve_own(&self, session: &mut Session, route: routes::Route) -> Reply {
+        let header = session.req_header();
+        if !route.allows(&header.method) {
+            return Reply::method_not_allowed(route.allowed());
+        }
+        let method = header.method.clone();
+        let query = header.uri.query().map(str::to_string);
+        let headers = header.headers.clone();
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return e.reply(),
+        };
+        let req = ApiRequest {
+            method,
+            query,
+            headers,
+            body,
+        };
+        routes::serve(&self.app, &route, &req).await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GateProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            identity: Identity::Guest,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(route) = routes::own_route(session.req_header().uri.path()) {
+            let reply = self.serve_own(session, route).await;
+            write_reply(session, &reply).await?;
+            return Ok(true);
+        }
+        let header = session.req_header();
+        let decision = gate::check(
+            &self.app,
+            header.method.as_str(),
+            header.uri.path(),
+            &header.headers,
+        )
+        .await;
+        match decision {
+            Ok(identity) => {
+                ctx.identity = identity;
+                Ok(false)
+            }
+            Err(rejection) => {
+                write_reply(session, &rejection.reply()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.app.upstreams.next(), false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in IDENTITY_HEADERS {
+            upstream.remove_header(name);
+        }
+        match session.client_addr().and_then(|a| a.as_inet()) {
+            Some(addr) => upstream.insert_header("X-Forwarded-For", addr.ip().to_string())?,
+            None => {
+                upstream.remove_header("X-Forwarded-For");
+            }
+        }
+        upstream.insert_header("X-Forwarded-Proto", "http")?;
+        if let Identity::Key(_) = ctx.identity {
+            for (name, value) in gate::identity_headers(&ctx.identity) {
+                upstream.insert_header(name, value)?;
+            }
+            if self.app.config.gate.hide_credentials {
+                upstream.remove_header("Authorization");
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let reply = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) if *code >= 400 => {
+                Some(Reply::failure(*code, "The request failed."))
+            }
+            (_, ErrorSource::Upstream) => Some(Reply::upstream_unavailable()),
+            (
+                ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError,
+                _,
+            ) => Some(Reply::upstream_unavailable()),
+            (
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => None,
+            (_, ErrorSource::Downstream) => Some(Reply::failure(400, "Bad request.")),
+            _ => Some(Reply::upstream_unavailable()),
+        };
+        let code = match reply {
+            Some(reply) if session.response_written().is_none() => {
+                if let Err(err) = write_reply(session, &reply).await {
+                    log::debug!("could not send the error answer: {err}");
+                }
+                reply.status
+            }
+            _ => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The one place an answer the gate gives itself is shaped: Tachi's envelope
+//! `{"success", "description", "body"}` plus any extra top-level fields and
+//! headers. Every rejection in the gate becomes a [`Reply`] and is written by
+//! the proxy glue in exactly one way.
+
+use serde_json::{Map, Value};
+
+/// A complete answer: status, JSON envelope and extra headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub envelope: Map<String, Value>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    /// `success: true` with a body.
+    pub fn success(description: impl Into<String>, body: Value) -> Reply {
+        let mut envelope = Map::new();
+        envelope.insert("success".into(), Value::Bool(true));
+        envelope.insert("description".into(), Value::String(description.into()));
+        envelope.insert("body".into(), body);
+        Reply {
+            status: 200,
+            envelope,
+            headers: Vec::new(),
+        }
+    }
+
+    /// `success: false` with the given status.
+    pub fn failure(status: u16, description: impl Into<String>) -> Reply {
+        let mut envelope = Map::new();
+        envelope.insert("success".into(), Value::Bool(false));
+        envelope.insert("description".into(), Value::String(description.into()));
+        Reply {
+            status,
+            envelope,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a top-level field beside the envelope's own (RFC 6749 fields, say).
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Reply {
+        self.envelope.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The description, for logs and tests.
+    pub fn description(&self) -> &str {
+        self.envelope
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// The serialised body.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        // A map of JSON values always serialises.
+        serde_json::to_vec(&self.envelope).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    // Answers shared by several modules.
+
+    /// 502: the upstream could not be reached or failed.
+    pub fn upstream_unavailable() -> Reply {
+        Reply::failure(502, "The Tachi server is unavailable.")
+    }
+
+    /// 503: the gate's own store failed; never the caller's fault.
+    pub fn store_unavailable() -> Reply {
+        Reply::failure(503, "The gate's store is unavailable; try again shortly.")
+    }
+
+    /// 405 with the methods the route does allow.
+    pub fn method_not_allowed(allowed: &'static str) -> Reply {
+        Reply::failure(405, format!("This route only allows {allowed}.")).header("Allow", allowed)
+    }
+}
+
+impl From<crate::store::StoreError> for Reply {
+    fn from(e: crate::store::StoreError) -> Reply {
+        log::error!("{e}");
+        Reply::store_unavailable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_has_tachi_envelope() {
+        let r = Reply::failure(404, "nope");
+        let v: Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"success": false, "description": "nope"})
+        );
+    }
+
+    #[test]
+    fn extra_fields_sit_beside_the_envelope() {
+        let r = Reply::success("ok", serde_json::json!({"a": 1})).field("access_token", "k");
+        let v: Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+        assert_eq!(v["access_token"], "k");
+        assert_eq!(v["body"]["a"], 1);
+    }
+}

@@ -1,0 +1,111 @@
+//! Builds the Pingora server: the gate's proxy service and its background
+//! tasks, on a store opened here. `main.rs` and the tests both start the gate
+//! through [`Gate::build`], so the tests run exactly what ships.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::proxy::GateProxy;
+use crate::store::{now_ms, SledStore, Store};
+
+/// Why the gate could not start, as the one line printed before exiting.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A gate ready to run.
+pub struct Gate {
+    server: Server,
+    store: Arc<SledStore>,
+}
+
+/// Removes codes whose time is up, so the store does not grow with every
+/// abandoned authorisation. Expiry is also checked on every read.
+struct CodeSweeper {
+    store: Arc<SledStore>,
+    every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for CodeSweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.store.sweep_codes(now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => log::debug!("swept {n} expired code(s)"),
+                Err(e) => log::error!("sweeping expired codes failed: {e}"),
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// Opens the store, checks the listen addresses can be bound, and builds
+    /// the server. Nothing is served until [`Gate::run`].
+    pub fn build(config: Config) -> Result<Gate, StartError> {
+        let store = Arc::new(SledStore::open(&config.store_path).map_err(|e| StartError(e.0))?);
+        for addr in &config.listen {
+            // Pingora would only log a failed bind and serve nothing: check first.
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+        }
+
+        let conf = ServerConf {
+            threads: config.threads,
+            // SIGTERM: stop accepting, give in-flight requests a moment, exit.
+            grace_period_seconds: Some(1),
+            graceful_shutdown_timeout_seconds: Some(1),
+            max_retries: 1,
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let config = Arc::new(config);
+        let app = Arc::new(App::new(config.clone(), store.clone() as Arc<dyn Store>));
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            GateProxy::new(app),
+            "tachi-gate",
+        );
+        for addr in &config.listen {
+            proxy.add_tcp(&addr.to_string());
+        }
+        server.add_service(proxy);
+        let every = config.oauth.code_ttl.min(Duration::from_secs(60));
+        server.add_service(background_service(
+            "code sweeper",
+            CodeSweeper {
+                store: store.clone(),
+                every,
+            },
+        ));
+        Ok(Gate { server, store })
+    }
+
+    /// Serves until a shutdown signal, then makes the store durable and closes it.
+    pub fn run(self, args: RunArgs) -> Result<(), StartError> {
+        self.server.run(args);
+        self.store
+            .close()
+            .map_err(|e| StartError(format!("closing the store failed: {e}")))
+    }
+}

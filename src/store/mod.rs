@@ -1,0 +1,149 @@
+//! The gate's persistent state: API clients, intermediate codes and API keys.
+//!
+//! Routes talk to the [`Store`] trait only, so a second backend (a shared,
+//! networked store for several gates) can be added without touching them. The
+//! one backend today is [`SledStore`].
+//!
+//! Every secret (client secret, code, key) is kept as its SHA-256 [`Digest`]:
+//! they are 160-bit random values, so a plain hash is enough to make a stolen
+//! store useless, and lookups stay a single B-tree probe. Every mutating method
+//! returns only once its change is durable on disk.
+
+mod commit;
+mod records;
+mod sled_store;
+
+pub use commit::GroupCommit;
+pub use records::{Challenge, ClientRecord, CodeRecord, KeyRecord, PkceMethod, Redemption};
+pub use sled_store::SledStore;
+
+use async_trait::async_trait;
+use rand::RngCore;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+/// SHA-256 of a secret; what the store keeps instead of the secret.
+pub type Digest = [u8; 32];
+
+/// Hashes a client secret, code or key for storage and lookup.
+pub fn digest(secret: &str) -> Digest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two digests in constant time, so response timing says nothing
+/// about how much of a guessed secret was right.
+pub fn digests_match(a: &Digest, b: &Digest) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// `n` bytes from a CSPRNG (the thread-local ChaCha generator, seeded by the OS), hex-encoded (Tachi's `Random20Hex` is `n = 20`).
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Milliseconds since the Unix epoch, Tachi's time unit.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A failure of the store itself (disk, corruption); never the caller's fault.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// The outcome of [`Store::insert_client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientInsert {
+    Inserted,
+    /// The author already has `cap` clients.
+    CapReached,
+}
+
+/// The outcome of [`Store::redeem_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeem {
+    /// The code was fresh; it is now spent and the key exists.
+    Issued,
+    /// Another exchange won, the code expired, or the client is gone.
+    Lost,
+}
+
+/// The gate's persistent state. Mutating methods return once the change is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new client unless its author already has `cap` clients.
+    async fn insert_client(
+        &self,
+        client: &ClientRecord,
+        cap: usize,
+    ) -> Result<ClientInsert, StoreError>;
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// The clients `user_id` created, oldest first.
+    async fn clients_of(&self, user_id: u64) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Replaces an existing client's record; `false` when it no longer exists.
+    /// The author and client ID never change.
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError>;
+    /// Deletes a client and every key issued through it; the number of keys
+    /// removed, or `None` when there was no such client.
+    async fn delete_client(&self, client_id: &str) -> Result<Option<usize>, StoreError>;
+
+    async fn insert_code(&self, code: &Digest, record: &CodeRecord) -> Result<(), StoreError>;
+    /// The code's record as stored, spent or not, until it is swept.
+    async fn code(&self, code: &Digest) -> Result<Option<CodeRecord>, StoreError>;
+    /// Atomically spends a fresh code and stores the key minted from it. Exactly
+    /// one of many concurrent calls for the same code returns [`Redeem::Issued`].
+    async fn redeem_code(
+        &self,
+        code: &Digest,
+        key: &Digest,
+        record: &KeyRecord,
+        now_ms: u64,
+    ) -> Result<Redeem, StoreError>;
+    /// Revokes the key issued from a spent code (RFC 6749 §4.1.2); how many were revoked.
+    async fn revoke_code_keys(&self, code: &Digest) -> Result<usize, StoreError>;
+    /// Removes codes whose time is up; how many.
+    async fn sweep_codes(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// The key with this digest, if it exists (revoked keys do not).
+    async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Makes everything written so far durable and releases the store.
+    fn close(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_match_only_equal_inputs() {
+        assert!(digests_match(&digest("a"), &digest("a")));
+        assert!(!digests_match(&digest("a"), &digest("b")));
+    }
+
+    #[test]
+    fn random_hex_has_the_asked_length_and_varies() {
+        let a = random_hex(20);
+        assert_eq!(a.len(), 40);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, random_hex(20));
+    }
+}

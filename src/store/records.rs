@@ -1,0 +1,77 @@
+//! What the store keeps for each client, code and key (JSON-encoded in sled).
+
+use serde::{Deserialize, Serialize};
+
+/// An API client. Field names follow Tachi's `api-clients` documents, except
+/// that the secret is kept only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    /// Hex SHA-256 of the client secret.
+    pub secret_hash: String,
+    pub name: String,
+    pub author: u64,
+    pub requested_permissions: Vec<String>,
+    pub redirect_uri: Option<String>,
+    pub webhook_uri: Option<String>,
+    pub api_key_template: Option<String>,
+    pub api_key_filename: Option<String>,
+    pub created_on: u64,
+}
+
+/// How a PKCE challenge was derived from its verifier (RFC 7636 §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PkceMethod {
+    S256,
+    #[serde(rename = "plain")]
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub method: PkceMethod,
+    pub value: String,
+}
+
+/// Set once a code has been exchanged; kept so a replay can be recognised and
+/// the key it produced revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    /// Hex SHA-256 of the key minted from the code.
+    pub key_hash: String,
+    pub client_id: String,
+    pub at: u64,
+}
+
+/// An intermediate authorisation code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRecord {
+    pub user_id: u64,
+    pub created_on: u64,
+    /// After this instant (Unix ms) the code can no longer be exchanged.
+    pub expires_at: u64,
+    /// When set, only this client may exchange the code.
+    pub client_id: Option<String>,
+    pub challenge: Option<Challenge>,
+    pub redeemed: Option<Redemption>,
+}
+
+impl CodeRecord {
+    /// Whether the code can still be exchanged at `now_ms`.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.redeemed.is_none() && now_ms < self.expires_at
+    }
+}
+
+/// An API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Stable and not secret: names the key in headers and listings.
+    pub token_id: String,
+    pub user_id: u64,
+    pub identifier: String,
+    /// Sorted and de-duplicated.
+    pub permissions: Vec<String>,
+    pub from_client: Option<String>,
+    pub created_on: u64,
+}

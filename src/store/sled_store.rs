@@ -1,0 +1,505 @@
+//! The sled backend of [`Store`].
+//!
+//! Trees (keys are raw bytes, values JSON records unless noted):
+//!
+//! | tree             | key                                   | value        |
+//! |------------------|---------------------------------------|--------------|
+//! | `clients`        | client ID                             | ClientRecord |
+//! | `clients_by_user`| author (u64 BE) ‖ client ID           | empty        |
+//! | `codes`          | SHA-256(code)                         | CodeRecord   |
+//! | `code_purge`     | purge time (u64 BE ms) ‖ SHA-256(code)| empty        |
+//! | `keys`           | SHA-256(key)                          | KeyRecord    |
+//! | `key_ids`        | token ID                              | SHA-256(key) |
+//! | `keys_by_client` | len(client ID) ‖ client ID ‖ SHA-256(key) | empty    |
+//! | `keys_by_user`   | user (u64 BE) ‖ SHA-256(key)          | empty        |
+//!
+//! Indexes are only ever read through the primary record they point at, and
+//! every multi-tree change is one small sled transaction, so a crash never
+//! leaves an index and its record disagreeing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+use super::{
+    ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, KeyRecord, Redeem, Redemption,
+    Store, StoreError,
+};
+
+/// How long a spent code is remembered after its exchange, so that a replay
+/// within that time still revokes the key it produced.
+pub const SPENT_CODE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The sled-backed store. One process may hold it at a time.
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    clients: sled::Tree,
+    clients_by_user: sled::Tree,
+    codes: sled::Tree,
+    code_purge: sled::Tree,
+    keys: sled::Tree,
+    key_ids: sled::Tree,
+    keys_by_client: sled::Tree,
+    keys_by_user: sled::Tree,
+    commit: GroupCommit,
+    /// Serialises client creation so the per-user cap holds under concurrency.
+    create_client: Mutex<()>,
+    /// Exchanges hold it shared, client deletion exclusively: a key can then
+    /// never be minted for a client between the scan of its keys and its removal.
+    client_keys: RwLock<()>,
+}
+
+/// The ways opening a store fails, each worded for the operator.
+#[derive(Debug)]
+pub struct OpenError(pub String);
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl SledStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<SledStore, OpenError> {
+        let shown = path.display();
+        std::fs::create_dir_all(path)
+            .map_err(|e| OpenError(format!("cannot create the store directory {shown}: {e}")))?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| OpenError(format!("cannot open the store at {shown}: {e}")))
+        };
+        let db_file = std::fs::File::open(path.join("db"))
+            .map_err(|e| OpenError(format!("cannot open the store log in {shown}: {e}")))?;
+        let commit = GroupCommit::start(db.clone(), db_file)
+            .map_err(|e| OpenError(format!("cannot start the store flusher: {e}")))?;
+        Ok(SledStore {
+            path: path.to_path_buf(),
+            clients: tree("clients")?,
+            clients_by_user: tree("clients_by_user")?,
+            codes: tree("codes")?,
+            code_purge: tree("code_purge")?,
+            keys: tree("keys")?,
+            key_ids: tree("key_ids")?,
+            keys_by_client: tree("keys_by_client")?,
+            keys_by_user: tree("keys_by_user")?,
+            db,
+            commit,
+            create_client: Mutex::new(()),
+            client_keys: RwLock::new(()),
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The number of keys stored (for tests and operators).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+fn open_error(path: &Path, e: sled::Error) -> OpenError {
+    let shown = path.display();
+    let text = e.to_string();
+    if text.contains("could not acquire lock") || text.contains("WouldBlock") {
+        OpenError(format!(
+            "the store at {shown} is locked by another process (is another tachi-gate using it?)"
+        ))
+    } else if text.contains("ermission denied") || text.contains("Read-only") {
+        OpenError(format!("the store at {shown} is not writable: {text}"))
+    } else {
+        OpenError(format!("cannot open the store at {shown}: {text}"))
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError(format!("cannot encode a record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
+}
+
+/// Decodes inside a transaction, where errors must be transaction errors.
+fn tx_decode<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ConflictableTransactionError<StoreError>> {
+    decode(bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+fn tx_encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ConflictableTransactionError<StoreError>> {
+    encode(value).map_err(ConflictableTransactionError::Abort)
+}
+
+fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    })
+}
+
+fn user_prefix(user_id: u64) -> [u8; 8] {
+    user_id.to_be_bytes()
+}
+
+fn client_prefix(client_id: &str) -> Vec<u8> {
+    // Length-prefixed so that no client ID is a prefix of another's entries.
+    let len = u8::try_from(client_id.len()).unwrap_or(u8::MAX);
+    let mut k = Vec::with_capacity(1 + client_id.len() + 32);
+    k.push(len);
+    k.extend_from_slice(client_id.as_bytes());
+    k
+}
+
+fn joined(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + rest.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn purge_key(at_ms: u64, code: &Digest) -> Vec<u8> {
+    joined(&at_ms.to_be_bytes(), code)
+}
+
+/// The key trees as seen inside one transaction.
+struct KeyTrees<'a> {
+    keys: &'a TransactionalTree,
+    key_ids: &'a TransactionalTree,
+    keys_by_client: &'a TransactionalTree,
+    keys_by_user: &'a TransactionalTree,
+}
+
+impl KeyTrees<'_> {
+    fn insert(
+        &self,
+        hash: &Digest,
+        record: &KeyRecord,
+    ) -> Result<(), ConflictableTransactionError<StoreError>> {
+        self.keys.insert(&hash[..], tx_encode(record)?)?;
+        self.key_ids.insert(record.token_id.as_bytes(), &hash[..])?;
+        if let Some(client) = &record.from_client {
+            self.keys_by_client
+                .insert(joined(&client_prefix(client), hash), &[][..])?;
+        }
+        self.keys_by_user
+            .insert(joined(&user_prefix(record.user_id), hash), &[][..])?;
+        Ok(())
+    }
+
+    /// Removes a key and its index entries; whether it existed.
+    fn remove(&self, hash: &[u8]) -> Result<bool, ConflictableTransactionError<StoreError>> {
+        let Some(bytes) = self.keys.remove(hash)? else {
+            return Ok(false);
+        };
+        let record: KeyRecord = tx_decode(&bytes)?;
+        self.key_ids.remove(record.token_id.as_bytes())?;
+        if let Some(client) = &record.from_client {
+            self.keys_by_client
+                .remove(joined(&client_prefix(client), hash))?;
+        }
+        self.keys_by_user
+            .remove(joined(&user_prefix(record.user_id), hash))?;
+        Ok(true)
+    }
+}
+
+fn unabortable(e: UnabortableTransactionError) -> ConflictableTransactionError<StoreError> {
+    e.into()
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn insert_client(
+        &self,
+        client: &ClientRecord,
+        cap: usize,
+    ) -> Result<ClientInsert, StoreError> {
+        {
+            let _guard = self
+                .create_client
+                .lock()
+                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let owned = self
+                .clients_by_user
+                .scan_prefix(user_prefix(client.author))
+                .count();
+            if owned >= cap {
+                return Ok(ClientInsert::CapReached);
+            }
+            let value = encode(client)?;
+            tx_result(
+                (&self.clients, &self.clients_by_user).transaction(|(clients, by_user)| {
+                    clients.insert(client.client_id.as_bytes(), value.clone())?;
+                    by_user.insert(
+                        joined(&user_prefix(client.author), client.client_id.as_bytes()),
+                        &[][..],
+                    )?;
+                    Ok(())
+                }),
+            )?;
+        }
+        self.commit.durable().await?;
+        Ok(ClientInsert::Inserted)
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        match self.clients.get(client_id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn clients_of(&self, user_id: u64) -> Result<Vec<ClientRecord>, StoreError> {
+        let prefix = user_prefix(user_id);
+        let mut out = Vec::new();
+        for entry in self.clients_by_user.scan_prefix(prefix) {
+            let (k, _) = entry?;
+            if let Some(bytes) = self.clients.get(&k[prefix.len()..])? {
+                out.push(decode::<ClientRecord>(&bytes)?);
+            }
+        }
+        out.sort_by_key(|c| c.created_on);
+        Ok(out)
+    }
+
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError> {
+        let value = encode(client)?;
+        let updated = tx_result(self.clients.transaction(|clients| {
+            let Some(old) = clients.get(client.client_id.as_bytes())? else {
+                return Ok(false);
+            };
+            let old: ClientRecord = tx_decode(&old)?;
+            if old.author != client.author {
+                return Err(ConflictableTransactionError::Abort(StoreError(
+                    "a client's author cannot change".into(),
+                )));
+            }
+            clients.insert(client.client_id.as_bytes(), value.clone())?;
+            Ok(true)
+        }))?;
+        if updated {
+            self.commit.durable().await?;
+        }
+        Ok(updated)
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<Option<usize>, StoreError> {
+        let removed = {
+            let _exclusive = self
+                .client_keys
+                .write()
+                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let prefix = client_prefix(client_id);
+            let mut hashes = Vec::new();
+            for entry in self.keys_by_client.scan_prefix(&prefix) {
+                let (k, _) = entry?;
+                hashes.push(k[prefix.len()..].to_vec());
+            }
+            tx_result(
+                (
+                    &self.clients,
+                    &self.clients_by_user,
+                    &self.keys,
+                    &self.key_ids,
+                    &self.keys_by_client,
+                    &self.keys_by_user,
+                )
+                    .transaction(
+                        |(clients, by_user, keys, key_ids, by_client, keys_by_user)| {
+                            let Some(old) = clients.remove(client_id.as_bytes())? else {
+                                return Ok(None);
+                            };
+                            let old: ClientRecord = tx_decode(&old)?;
+                            by_user
+                                .remove(joined(&user_prefix(old.author), client_id.as_bytes()))?;
+                            let trees = KeyTrees {
+                                keys,
+                                key_ids,
+                                keys_by_client: by_client,
+                                keys_by_user,
+                            };
+                            let mut n = 0;
+                            for h in &hashes {
+                                if trees.remove(h)? {
+                                    n += 1;
+                                }
+                            }
+                            Ok(Some(n))
+                        },
+                    ),
+            )?
+        };
+        if removed.is_some() {
+            self.commit.durable().await?;
+        }
+        Ok(removed)
+    }
+
+    async fn insert_code(&self, code: &Digest, record: &CodeRecord) -> Result<(), StoreError> {
+        let value = encode(record)?;
+        tx_result(
+            (&self.codes, &self.code_purge).transaction(|(codes, purge)| {
+                codes.insert(&code[..], value.clone())?;
+                purge.insert(purge_key(record.expires_at, code), &[][..])?;
+                Ok(())
+            }),
+        )?;
+        self.commit.durable().await
+    }
+
+    async fn code(&self, code: &Digest) -> Result<Option<CodeRecord>, StoreError> {
+        match self.codes.get(code)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &Digest,
+        key: &Digest,
+        record: &KeyRecord,
+        now_ms: u64,
+    ) -> Result<Redeem, StoreError> {
+        let client_id = record.from_client.clone().unwrap_or_default();
+        let outcome = {
+            let _shared = self
+                .client_keys
+                .read()
+                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            tx_result(
+                (
+                    &self.clients,
+                    &self.codes,
+                    &self.code_purge,
+                    &self.keys,
+                    &self.key_ids,
+                    &self.keys_by_client,
+                    &self.keys_by_user,
+                )
+                    .transaction(
+                        |(clients, codes, purge, keys, key_ids, by_client, by_user)| {
+                            let Some(bytes) = codes.get(&code[..])? else {
+                                return Ok(Redeem::Lost);
+                            };
+                            let mut code_record: CodeRecord = tx_decode(&bytes)?;
+                            if !code_record.is_fresh(now_ms)
+                                || clients.get(client_id.as_bytes())?.is_none()
+                            {
+                                return Ok(Redeem::Lost);
+                            }
+                            purge
+                                .remove(purge_key(code_record.expires_at, code))
+                                .map_err(unabortable)?;
+                            let purge_at = now_ms + SPENT_CODE_RETENTION_MS;
+                            purge.insert(purge_key(purge_at, code), &[][..])?;
+                            code_record.redeemed = Some(Redemption {
+                                key_hash: hex::encode(key),
+                                client_id: client_id.clone(),
+                                at: now_ms,
+                            });
+                            codes.insert(&code[..], tx_encode(&code_record)?)?;
+                            KeyTrees {
+                                keys,
+                                key_ids,
+                                keys_by_client: by_client,
+                                keys_by_user: by_user,
+                            }
+                            .insert(key, record)?;
+                            Ok(Redeem::Issued)
+                        },
+                    ),
+            )?
+        };
+        if outcome == Redeem::Issued {
+            self.commit.durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn revoke_code_keys(&self, code: &Digest) -> Result<usize, StoreError> {
+        let Some(record) = self.code(code).await? else {
+            return Ok(0);
+        };
+        let Some(redemption) = record.redeemed else {
+            return Ok(0);
+        };
+        let Ok(hash) = hex::decode(&redemption.key_hash) else {
+            return Err(StoreError("corrupt key hash in a code record".into()));
+        };
+        let removed = tx_result(
+            (
+                &self.keys,
+                &self.key_ids,
+                &self.keys_by_client,
+                &self.keys_by_user,
+            )
+                .transaction(|(keys, key_ids, keys_by_client, keys_by_user)| {
+                    KeyTrees {
+                        keys,
+                        key_ids,
+                        keys_by_client,
+                        keys_by_user,
+                    }
+                    .remove(&hash)
+                }),
+        )?;
+        if removed {
+            self.commit.durable().await?;
+            Ok(1)
+        } else {
+            Ok(0)
+        }
+    }
+
+    async fn sweep_codes(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let end = now_ms.to_be_bytes();
+        let mut n = 0;
+        for entry in self.code_purge.range(..&end[..]) {
+            let (k, _) = entry?;
+            let code = &k[8..];
+            tx_result(
+                (&self.codes, &self.code_purge).transaction(|(codes, purge)| {
+                    codes.remove(code)?;
+                    purge.remove(&k)?;
+                    Ok(())
+                }),
+            )?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
+        match self.keys.get(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.commit.stop();
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! The test harness: a mock Tachi upstream and the real gate on free ports,
+//! each test with its own temporary store.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use serde_json::{json, Value};
+use tachi_gate::config::{Config, Overrides};
+use tachi_gate::server::Gate;
+use tokio::sync::watch;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A mock Tachi server: `/api/v1/status` answers by cookie, everything else is
+/// echoed back as JSON (method, path, query, headers, body).
+pub struct MockTachi {
+    pub addr: SocketAddr,
+    sessions: Arc<Mutex<HashMap<String, u64>>>,
+    pub status_calls: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MockTachi {
+    pub async fn start() -> MockTachi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sessions: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let status_calls = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (s, c) = (sessions.clone(), status_calls.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = &mut stopped => return,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let (s, c) = (s.clone(), c.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(req, s.clone(), c.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        MockTachi {
+            addr,
+            sessions,
+            status_calls,
+            stop: Some(stop),
+        }
+    }
+
+    /// Makes `cookie` (the whole Cookie header value) a live session of `user`.
+    pub fn add_session(&self, cookie: &str, user: u64) {
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(cookie.to_string(), user);
+    }
+
+    pub fn end_session(&self, cookie: &str) {
+        self.sessions.lock().unwrap().remove(cookie);
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Drop for MockTachi {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    sessions: Arc<Mutex<HashMap<String, u64>>>,
+    status_calls: Arc<AtomicUsize>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let value = if parts.uri.path() == "/api/v1/status" {
+        status_calls.fetch_add(1, Ordering::SeqCst);
+        let cookie = parts
+            .headers
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let user = sessions.lock().unwrap().get(cookie).copied();
+        json!({"success": true, "description": "Status", "body": {"whoami": user, "headers": header_list(&parts.headers)}})
+    } else {
+        json!({
+            "echo": true,
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": header_list(&parts.headers),
+            "body": String::from_utf8_lossy(&body),
+        })
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    Ok(resp)
+}
+
+fn header_list(h: &hyper::HeaderMap) -> Value {
+    Value::Array(
+        h.iter()
+            .map(|(k, v)| json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+            .collect(),
+    )
+}
+
+/// All values of header `name` in an echoed request.
+pub fn echoed_headers(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|p| p[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+struct TestSignal(watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for TestSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The real gate, in-process, in front of a [`MockTachi`].
+pub struct TestGate {
+    pub addr: SocketAddr,
+    pub upstream: MockTachi,
+    pub http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+    pub store_path: PathBuf,
+}
+
+impl TestGate {
+    /// A gate with the built-in defaults but for `extra` TOML (which must not
+    /// set listen addresses, upstreams or the store path).
+    pub async fn start(extra: &str) -> TestGate {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut g = TestGate::start_on(extra, &path, MockTachi::start().await).await;
+        g._dir = Some(dir);
+        g
+    }
+
+    /// A gate on a given store path and upstream.
+    pub async fn start_on(extra: &str, store: &Path, upstream: MockTachi) -> TestGate {
+        let port = free_port();
+        let overrides = Overrides {
+            listen: Some(format!("127.0.0.1:{port}")),
+            upstream: Some(upstream.addr.to_string()),
+            data: Some(store.to_path_buf()),
+        };
+        let toml = if extra.contains("[server]") {
+            extra.to_string()
+        } else {
+            format!("[server]\nadmin_listen = \"\"\n{extra}")
+        };
+        let config = Config::from_toml(&toml, &overrides, None).expect("test config");
+        let addr = config.listen[0];
+        let gate = Gate::build(config).expect("gate builds");
+        let (stop, rx) = watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            gate.run(RunArgs {
+                shutdown_signal: Box::new(TestSignal(rx)),
+            })
+            .expect("gate stops cleanly");
+        });
+        assert!(
+            tokio::task::spawn_blocking(move || wait_for_port(addr, Duration::from_secs(10)))
+                .await
+                .unwrap(),
+            "gate did not start listening"
+        );
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        TestGate {
+            addr,
+            upstream,
+            http,
+            stop,
+            thread: Some(thread),
+            _dir: None,
+            store_path: store.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the gate and waits until its store is closed.
+    pub fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// A session cookie for `user`, known to the mock upstream.
+    pub fn session(&self, user: u64) -> String {
+        let cookie = format!("connect.sid=s{user}-{}", tachi_gate::store::random_hex(8));
+        self.upstream.add_session(&cookie, user);
+        cookie
+    }
+
+    /// Creates a client as `cookie`'s user; returns (clientID, clientSecret).
+    pub async fn create_client(
+        &self,
+        cookie: &str,
+        redirect: &str,
+        perms: &[&str],
+    ) -> (String, String) {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/clients/create"))
+            .header("cookie", cookie)
+            .json(&json!({"name": "Epic Games", "redirectUri": redirect, "permissions": perms}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        (
+            v["body"]["clientID"].as_str().unwrap().to_string(),
+            v["body"]["clientSecret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates a code as `cookie`'s user with extra JSON parameters.
+    pub async fn create_code(&self, cookie: &str, params: Value) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/oauth/create-code"))
+            .header("cookie", cookie)
+            .json(&params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        v["body"]["code"].as_str().unwrap().to_string()
+    }
+
+    /// A token request in Tachi's JSON style; returns (status, body).
+    pub async fn token_json(&self, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/oauth/token"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// Runs the whole flow once for `user`; returns (key, clientID, clientSecret).
+    pub async fn issue_key(&self, user: u64, perms: &[&str]) -> (String, String, String) {
+        let cookie = self.session(user);
+        let (id, secret) = self
+            .create_client(&cookie, "https://example.com/cb", perms)
+            .await;
+        let code = self.create_code(&cookie, json!({})).await;
+        let (status, body) = self
+            .token_json(json!({
+                "client_id": id, "client_secret": secret, "grant_type": "authorization_code",
+                "redirect_uri": "https://example.com/cb", "code": code
+            }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["body"]["token"].as_str().unwrap().to_string(),
+            id,
+            secret,
+        )
+    }
+}
+
+impl Drop for TestGate {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
