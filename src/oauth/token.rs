@@ -268,7 +268,6 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     let Some(grant_type) = &params.grant_type else {
         return Err(refuse(Failure::InvalidRequest, "grant_type is required."));
     };
-    let (client_id, secret) = client_credentials(req.authorization(), params)?;
     if grant_type != "authorization_code" {
         return Err(refuse(
             Failure::UnsupportedGrantType,
@@ -278,6 +277,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     let Some(code) = &params.code else {
         return Err(refuse(Failure::InvalidRequest, "code is required."));
     };
+    let (client_id, secret) = client_credentials(req.authorization(), params)?;
 
     let Some(client) = app.store.client(&client_id).await? else {
         return Err(refuse(
