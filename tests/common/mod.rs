@@ -37,7 +37,9 @@ pub struct MockTachi {
     pub addr: SocketAddr,
     sessions: Arc<Mutex<HashMap<String, u64>>>,
     pub status_calls: Arc<AtomicUsize>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The header names of the last `/api/v1/status` request, with values.
+    pub last_status_headers: Arc<Mutex<Vec<(String, String)>>>,
+    stop: watch::Sender<bool>,
 }
 
 impl MockTachi {
@@ -46,21 +48,32 @@ impl MockTachi {
         let addr = listener.local_addr().unwrap();
         let sessions: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let status_calls = Arc::new(AtomicUsize::new(0));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (s, c) = (sessions.clone(), status_calls.clone());
+        let last_status_headers: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (stop, stopped) = watch::channel(false);
+        let (s, c, l) = (
+            sessions.clone(),
+            status_calls.clone(),
+            last_status_headers.clone(),
+        );
         tokio::spawn(async move {
+            let mut accept_stop = stopped.clone();
             loop {
                 let accepted = tokio::select! {
                     a = listener.accept() => a,
-                    _ = &mut stopped => return,
+                    _ = accept_stop.wait_for(|s| *s) => return,
                 };
                 let Ok((stream, _)) = accepted else { continue };
-                let (s, c) = (s.clone(), c.clone());
+                let (s, c, l) = (s.clone(), c.clone(), l.clone());
+                let mut conn_stop = stopped.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| answer(req, s.clone(), c.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let svc = service_fn(move |req| answer(req, s.clone(), c.clone(), l.clone()));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    // Stopping the mock also drops its open connections, as a crash would.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stop.wait_for(|s| *s) => {}
+                    }
                 });
             }
         });
@@ -68,7 +81,8 @@ impl MockTachi {
             addr,
             sessions,
             status_calls,
-            stop: Some(stop),
+            last_status_headers,
+            stop,
         }
     }
 
@@ -84,11 +98,9 @@ impl MockTachi {
         self.sessions.lock().unwrap().remove(cookie);
     }
 
-    /// Stops accepting connections.
+    /// Stops listening and drops every open connection.
     pub fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        let _ = self.stop.send(true);
     }
 }
 
@@ -102,6 +114,7 @@ async fn answer(
     req: Request<Incoming>,
     sessions: Arc<Mutex<HashMap<String, u64>>>,
     status_calls: Arc<AtomicUsize>,
+    last_status_headers: Arc<Mutex<Vec<(String, String)>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
@@ -111,13 +124,23 @@ async fn answer(
         .unwrap_or_default();
     let value = if parts.uri.path() == "/api/v1/status" {
         status_calls.fetch_add(1, Ordering::SeqCst);
+        *last_status_headers.lock().unwrap() = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).to_string(),
+                )
+            })
+            .collect();
         let cookie = parts
             .headers
             .get("cookie")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let user = sessions.lock().unwrap().get(cookie).copied();
-        json!({"success": true, "description": "Status", "body": {"whoami": user, "headers": header_list(&parts.headers)}})
+        json!({"success": true, "description": "Status", "body": {"whoami": user}})
     } else {
         json!({
             "echo": true,
@@ -151,6 +174,57 @@ pub fn echoed_headers(echo: &Value, name: &str) -> Vec<String> {
         .filter(|p| p[0].as_str().unwrap().eq_ignore_ascii_case(name))
         .map(|p| p[1].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The value of a response header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Sends raw bytes and reads until the gate closes the connection (send
+/// `Connection: close`). Status 0 means the connection closed with no answer.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut buf)).await;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawResponse {
+        status,
+        head,
+        body: buf[split..].to_vec(),
+    }
 }
 
 struct TestSignal(watch::Receiver<bool>);

@@ -1,0 +1,391 @@
+//! The gate (SPEC §5) through real sockets: header hygiene, Authorization
+//! errors, policies, sessions, options, and a dead upstream.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const POLICIES: &str = r#"
+[[gate.policy]]
+methods = ["POST", "PUT", "PATCH", "DELETE"]
+path_prefix = "/ir/"
+require = ["submit_score", "delete_score"]
+
+[[gate.policy]]
+path_prefix = "/api/v1/users/me/settings"
+require = []
+"#;
+
+async fn echo_of(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["echo"], true, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let gate = TestGate::start("").await;
+    let (key, client, _) = gate.issue_key(4, &["submit_score"]).await;
+    let spoof = "X-Tachi-User-ID: 1\r\nx-tachi-user-id: 2\r\nX-TACHI-PERMISSIONS: delete_score\r\n\
+                 x-Tachi-Client-Id: CIevil\r\nX-Tachi-Token-ID: t\r\nx-tachi-token-id: u\r\n\
+                 X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n";
+
+    // As a guest: none of them arrive, and the forwarding headers are the gate's.
+    let req =
+        format!("GET /api/v1/users/1 HTTP/1.1\r\nHost: t\r\n{spoof}Connection: close\r\n\r\n");
+    let echo = raw_request(gate.addr, req.as_bytes()).await.json();
+    for h in [
+        "x-tachi-user-id",
+        "x-tachi-permissions",
+        "x-tachi-client-id",
+        "x-tachi-token-id",
+    ] {
+        assert!(echoed_headers(&echo, h).is_empty(), "{h} leaked: {echo}");
+    }
+    assert_eq!(echoed_headers(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), vec!["http"]);
+
+    // With a key: exactly the gate's values, once each.
+    let req = format!("GET /api/v1/users/1 HTTP/1.1\r\nHost: t\r\n{spoof}Authorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    let echo = raw_request(gate.addr, req.as_bytes()).await.json();
+    assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["4"]);
+    assert_eq!(
+        echoed_headers(&echo, "x-tachi-permissions"),
+        vec!["submit_score"]
+    );
+    assert_eq!(echoed_headers(&echo, "x-tachi-client-id"), vec![client]);
+    let token_ids = echoed_headers(&echo, "x-tachi-token-id");
+    assert_eq!(token_ids.len(), 1);
+    assert_ne!(token_ids[0], "t");
+    assert_eq!(echoed_headers(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_errors_use_tachis_messages() {
+    let gate = TestGate::start("").await;
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    let url = gate.url("/api/v1/users/me");
+    let get = |auth: &str| {
+        gate.http
+            .get(&url)
+            .header("authorization", auth.to_string())
+            .send()
+    };
+
+    for auth in ["Basic dXNlcjpwYXNz", "Token abc", "Digest x"] {
+        let r = get(auth).await.unwrap();
+        assert_eq!(r.status(), 400, "{auth}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["description"],
+            "Invalid Authorization Type - Expected Bearer."
+        );
+    }
+    for auth in ["Bearer", "Bearer ", "bearer   "] {
+        let r = get(auth).await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["description"],
+            "Invalid token."
+        );
+    }
+    let r = get("Bearer 0123456789abcdef0123456789abcdef01234567")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"tachi\", error=\"invalid_token\""
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["success"], false);
+    assert_eq!(
+        v["description"],
+        "The provided API token does not correspond with any key in the database."
+    );
+
+    // The scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let r = get(&format!("{scheme} {key}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    // Two Authorization headers are refused rather than guessed at.
+    let req = format!("GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n");
+    let r = raw_request(gate.addr, req.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["success"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_allow_and_refuse() {
+    let gate = TestGate::start(POLICIES).await;
+    let (full, _, _) = gate.issue_key(1, &["submit_score", "delete_score"]).await;
+    let (partial, _, _) = gate.issue_key(2, &["submit_score"]).await;
+    let url = gate.url("/ir/direct-manual/import");
+
+    let r = gate
+        .http
+        .post(&url)
+        .bearer_auth(&full)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let echo = echo_of(r).await;
+    assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["1"]);
+
+    let r = gate
+        .http
+        .post(&url)
+        .bearer_auth(&partial)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"tachi\", error=\"insufficient_scope\", scope=\"delete_score\""
+    );
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["description"],
+        "You are missing the following permissions necessary for this request: delete_score"
+    );
+
+    let r = gate.http.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"tachi\"");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["description"],
+        "You are not authorised to perform this action."
+    );
+
+    // Methods outside the policy are not covered by it.
+    echo_of(gate.http.get(&url).send().await.unwrap()).await;
+    // require = [] admits any key, but no guest.
+    let settings = gate.url("/api/v1/users/me/settings");
+    echo_of(
+        gate.http
+            .patch(&settings)
+            .bearer_auth(&partial)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        gate.http.patch(&settings).send().await.unwrap().status(),
+        401
+    );
+    // A path outside every policy passes as a guest.
+    echo_of(
+        gate.http
+            .post(gate.url("/api/v1/search"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_pass_through_with_their_cookie_and_are_cached() {
+    let gate = TestGate::start(POLICIES).await;
+    let cookie = gate.session(5);
+    let url = gate.url("/ir/direct-manual/import");
+
+    let calls_before = gate
+        .upstream
+        .status_calls
+        .load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        let echo = echo_of(
+            gate.http
+                .post(&url)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(echoed_headers(&echo, "cookie"), vec![cookie.clone()]);
+        assert!(
+            echoed_headers(&echo, "x-tachi-user-id").is_empty(),
+            "sessions get no identity headers"
+        );
+    }
+    let calls = gate
+        .upstream
+        .status_calls
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - calls_before;
+    assert_eq!(calls, 1, "one status lookup serves the cache TTL");
+
+    // A cookie that is not a live session is a guest.
+    let r = gate
+        .http
+        .post(&url)
+        .header("cookie", "connect.sid=dead")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Without a policy, a cookie costs no status lookup at all.
+    let before = gate
+        .upstream
+        .status_calls
+        .load(std::sync::atomic::Ordering::SeqCst);
+    echo_of(
+        gate.http
+            .get(gate.url("/api/v1/games"))
+            .header("cookie", "connect.sid=other")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        gate.upstream
+            .status_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_lookup_sends_only_the_cookie() {
+    let gate = TestGate::start("").await;
+    let cookie = gate.session(5);
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/create-code"))
+        .header("cookie", &cookie)
+        .header("x-tachi-user-id", "1")
+        .header("x-custom", "secret-ish")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["body"]["userID"], 5);
+    let sent = gate.upstream.last_status_headers.lock().unwrap().clone();
+    assert!(sent.contains(&("cookie".to_string(), cookie)), "{sent:?}");
+    for (name, _) in &sent {
+        assert!(
+            ["cookie", "host", "accept"].contains(&name.as_str()),
+            "unexpected {name} in {sent:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hide_credentials_false_forwards_authorization() {
+    let gate = TestGate::start("[gate]\nhide_credentials = false").await;
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    let echo = echo_of(
+        gate.http
+            .get(gate.url("/x"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        echoed_headers(&echo, "authorization"),
+        vec![format!("Bearer {key}")]
+    );
+    assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tokens_forward_passes_foreign_keys_untouched() {
+    let gate = TestGate::start("[gate]\nunknown_tokens = \"forward\"").await;
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    let foreign = "ffffffffffffffffffffffffffffffffffffffff";
+    let echo = echo_of(
+        gate.http
+            .get(gate.url("/x"))
+            .bearer_auth(foreign)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        echoed_headers(&echo, "authorization"),
+        vec![format!("Bearer {foreign}")]
+    );
+    assert!(echoed_headers(&echo, "x-tachi-user-id").is_empty());
+    // The gate's own keys are still checked and replaced by identity headers.
+    let echo = echo_of(
+        gate.http
+            .get(gate.url("/x"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(echoed_headers(&echo, "authorization").is_empty());
+    assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["1"]);
+    // Malformed Authorization is still refused.
+    let r = gate
+        .http
+        .get(gate.url("/x"))
+        .header("authorization", "Bearer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_gives_502_while_token_exchange_keeps_working() {
+    let mut gate = TestGate::start("").await;
+    let cookie = gate.session(1);
+    let (id, secret) = gate
+        .create_client(&cookie, "https://example.com/cb", &["submit_score"])
+        .await;
+    let code = gate.create_code(&cookie, json!({})).await;
+    let (key, _, _) = gate.issue_key(2, &["submit_score"]).await;
+
+    gate.upstream.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    for auth in [None, Some(key.as_str())] {
+        let mut req = gate.http.get(gate.url("/api/v1/users/me"));
+        if let Some(k) = auth {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v,
+            json!({"success": false, "description": "The Tachi server is unavailable."})
+        );
+    }
+    let (st, v) = gate
+        .token_json(
+            json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code",
+                           "redirect_uri": "https://example.com/cb", "code": code}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = gate
+        .http
+        .get(gate.url(&format!("/api/v1/clients/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "client lookups need no upstream");
+    // Routes that need a session say the upstream is down rather than "not authenticated".
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/create-code"))
+        .header("cookie", "connect.sid=new")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+}
