@@ -110,7 +110,11 @@ impl GateProxy {
         let headers = header.headers.clone();
         let body = match read_body(session).await {
             Ok(b) => b,
-            Err(e) => return e.reply(),
+            Err(e) => {
+                // Whatever is left of the body would be read as the next request.
+                session.set_keepalive(None);
+                return e.reply();
+            }
         };
         let req = ApiRequest {
             method,
