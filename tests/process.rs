@@ -1,0 +1,348 @@
+//! The binary as an operator runs it: durability across SIGKILL, clean stops
+//! on SIGTERM/SIGINT, and one clear line for every start-up problem.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tachi-gate");
+const CB: &str = "https://example.com/cb";
+
+/// A gate process; killed if the test ends without stopping it.
+struct Proc {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Proc {
+    fn spawn(store: &Path, upstream: std::net::SocketAddr, subcommand: bool) -> Proc {
+        let port = free_port();
+        let dir = store.parent().unwrap();
+        let conf = dir.join(format!("gate-{port}.toml"));
+        std::fs::write(&conf, "[server]\nadmin_listen = \"\"\n").unwrap();
+        let mut cmd = Command::new(BIN);
+        if subcommand {
+            cmd.arg("serve");
+        }
+        cmd.arg("--config")
+            .arg(&conf)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--upstream")
+            .arg(upstream.to_string())
+            .arg("--data")
+            .arg(store)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert!(
+            wait_for_port(addr, Duration::from_secs(20)),
+            "gate process did not start"
+        );
+        Proc { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to exit; its exit code and how long that took.
+    fn wait(&mut self, within: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the gate did not exit within {within:?}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post_json(
+    http: &reqwest::Client,
+    url: String,
+    cookie: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = http.post(url).json(&body);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap())
+}
+
+async fn status_with_key(http: &reqwest::Client, p: &Proc, key: &str) -> u16 {
+    http.get(p.url("/api/v1/users/me"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let upstream = MockTachi::start().await;
+    let cookie = "connect.sid=durable";
+    upstream.add_session(cookie, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let mut p = Proc::spawn(&store, upstream.addr, false);
+    let (st, v) = post_json(
+        &http,
+        p.url("/api/v1/clients/create"),
+        Some(cookie),
+        json!({"name": "Durable", "redirectUri": CB, "permissions": ["submit_score"]}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (id, secret) = (
+        v["body"]["clientID"].as_str().unwrap().to_string(),
+        v["body"]["clientSecret"].as_str().unwrap().to_string(),
+    );
+    let (st, v) = post_json(
+        &http,
+        p.url("/api/v1/clients/create"),
+        Some(cookie),
+        json!({"name": "Doomed", "redirectUri": CB, "permissions": ["submit_score"]}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (doomed, doomed_secret) = (
+        v["body"]["clientID"].as_str().unwrap().to_string(),
+        v["body"]["clientSecret"].as_str().unwrap().to_string(),
+    );
+
+    let exchange = |client: String, secret: String| {
+        let http = http.clone();
+        let url = p.url("/api/v1/oauth/create-code");
+        let token_url = p.url("/api/v1/oauth/token");
+        async move {
+            let (st, v) = post_json(&http, url, Some(cookie), json!({})).await;
+            assert_eq!(st, 200);
+            let code = v["body"]["code"].as_str().unwrap().to_string();
+            let body = json!({"client_id": client, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": code});
+            let (st, v) = post_json(&http, token_url.clone(), None, body.clone()).await;
+            assert_eq!(st, 200, "{v}");
+            (
+                v["body"]["token"].as_str().unwrap().to_string(),
+                body,
+                token_url,
+            )
+        }
+    };
+    let (kept_key, kept_exchange, token_url) = exchange(id.clone(), secret.clone()).await;
+    let (replayed_key, replayed_exchange, _) = exchange(id.clone(), secret.clone()).await;
+    let (doomed_key, _, _) = exchange(doomed.clone(), doomed_secret.clone()).await;
+    // Acknowledged revocations: a replay, and a client deletion.
+    let (st, _) = post_json(&http, token_url.clone(), None, replayed_exchange.clone()).await;
+    assert_eq!(st, 404);
+    let r = http
+        .delete(p.url(&format!("/api/v1/clients/{doomed}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A code created last, so the newest write of all is a code.
+    let (st, v) = post_json(
+        &http,
+        p.url("/api/v1/oauth/create-code"),
+        Some(cookie),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let last_code = v["body"]["code"].as_str().unwrap().to_string();
+
+    // Kill at once: sled's own background flush would not have run yet.
+    p.signal(libc::SIGKILL);
+    let (code, _) = p.wait(Duration::from_secs(5));
+    assert_eq!(code, None, "killed by a signal");
+
+    let p = Proc::spawn(&store, upstream.addr, true);
+    assert_eq!(
+        status_with_key(&http, &p, &kept_key).await,
+        200,
+        "an acknowledged key survives"
+    );
+    assert_eq!(
+        status_with_key(&http, &p, &replayed_key).await,
+        401,
+        "an acknowledged revocation survives"
+    );
+    assert_eq!(
+        status_with_key(&http, &p, &doomed_key).await,
+        401,
+        "a deleted client's keys stay deleted"
+    );
+    let r = http
+        .get(p.url(&format!("/api/v1/clients/{doomed}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let token_url = p.url("/api/v1/oauth/token");
+    let (st, _) = post_json(&http, token_url.clone(), None, kept_exchange).await;
+    assert_eq!(st, 404, "a consumed code stays consumed");
+    let (st, v) = post_json(&http, token_url, None,
+        json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": last_code})).await;
+    assert_eq!(st, 200, "an acknowledged code survives: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_stop_promptly_with_everything_on_disk() {
+    let upstream = MockTachi::start().await;
+    upstream.add_session("connect.sid=t", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut p = Proc::spawn(&store, upstream.addr, false);
+        let (st, _) = post_json(&http, p.url("/api/v1/clients/create"), Some("connect.sid=t"),
+            json!({"name": format!("Client {sig}"), "redirectUri": CB, "permissions": ["submit_score"]})).await;
+        assert_eq!(st, 200);
+        p.signal(sig);
+        let (code, took) = p.wait(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "signal {sig}");
+        assert!(took < Duration::from_secs(5), "signal {sig} took {took:?}");
+    }
+    let p = Proc::spawn(&store, upstream.addr, false);
+    let r = http
+        .get(p.url("/api/v1/clients"))
+        .header("cookie", "connect.sid=t")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["body"].as_array().unwrap().len(), 2);
+}
+
+/// Runs the binary expecting it to refuse to start; its stderr.
+fn refuses(args: &[&str], cwd: &Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("{args:?}: the gate started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{args:?} exited 0");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "{args:?}: one line, got: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_problems_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = d.join("store").display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+
+    let unknown = write(
+        "unknown.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\nthreadz = 4\n",
+    );
+    let e = refuses(&["--config", &unknown, "--data", &store], d);
+    assert!(e.contains("threadz") && e.contains("line 3"), "{e}");
+
+    let bad_addr = write("addr.toml", "[upstream]\naddrs = [\"nowhere\"]\n");
+    let e = refuses(&["--config", &bad_addr, "--data", &store], d);
+    assert!(e.contains("upstream.addrs") && e.contains("nowhere"), "{e}");
+
+    let bad_perm = write(
+        "perm.toml",
+        "[[gate.policy]]\npath_prefix = \"/ir/\"\nrequire = [\"submit_scores\"]\n",
+    );
+    let e = refuses(&["--config", &bad_perm, "--data", &store], d);
+    assert!(e.contains("submit_scores"), "{e}");
+
+    let e = refuses(
+        &["--config", &d.join("missing.toml").display().to_string()],
+        d,
+    );
+    assert!(e.contains("missing.toml"), "{e}");
+
+    // A store path under a regular file cannot be created.
+    let file = write("a-file", "");
+    let e = refuses(
+        &["--listen", &listen, "--data", &format!("{file}/store")],
+        d,
+    );
+    assert!(e.contains("store"), "{e}");
+
+    // A listen address already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let e = refuses(&["--listen", &taken_addr, "--data", &store], d);
+    assert!(e.contains(&taken_addr), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_store_is_refused() {
+    let upstream = MockTachi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let _first = Proc::spawn(&store, upstream.addr, false);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let e = refuses(
+        &["--listen", &listen, "--data", &store.display().to_string()],
+        dir.path(),
+    );
+    assert!(e.contains("locked by another process"), "{e}");
+}
