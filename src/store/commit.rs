@@ -19,6 +19,8 @@ use super::StoreError;
 struct Progress {
     done: u64,
     failed: u64,
+    /// Flushes run so far.
+    flushes: u64,
 }
 
 struct Shared {
@@ -82,6 +84,11 @@ impl GroupCommit {
         }
     }
 
+    /// How many flushes have run.
+    pub fn flush_count(&self) -> u64 {
+        self.progress.borrow().flushes
+    }
+
     /// Flushes what is pending, then stops the flusher thread.
     pub fn stop(&self) {
         if let Ok(mut q) = self.shared.queue.lock() {
@@ -128,6 +135,7 @@ fn flush_loop(shared: &Shared, db: &sled::Db, db_file: &File, tx: &watch::Sender
                     progress.failed = target;
                 }
             }
+            progress.flushes += 1;
             tx.send_replace(progress);
         }
         if stopping {

@@ -111,9 +111,9 @@ impl SledStore {
         &self.path
     }
 
-    /// The number of keys stored (for tests and operators).
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
+    /// How many flushes the group commit has run (to observe batching).
+    pub fn flush_count(&self) -> u64 {
+        self.commit.flush_count()
     }
 }
 
@@ -501,5 +501,209 @@ impl Store for SledStore {
         self.commit.stop();
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{digest, random_hex};
+    use std::sync::Arc;
+
+    fn client(id: &str, author: u64) -> ClientRecord {
+        ClientRecord {
+            client_id: id.into(),
+            secret_hash: hex::encode(digest("secret")),
+            name: "App".into(),
+            author,
+            requested_permissions: vec!["submit_score".into()],
+            redirect_uri: None,
+            webhook_uri: None,
+            api_key_template: None,
+            api_key_filename: None,
+            created_on: 1,
+        }
+    }
+
+    fn code(expires_at: u64, client_id: Option<&str>) -> CodeRecord {
+        CodeRecord {
+            user_id: 1,
+            created_on: 0,
+            expires_at,
+            client_id: client_id.map(String::from),
+            challenge: None,
+            redeemed: None,
+        }
+    }
+
+    fn key(client_id: &str) -> KeyRecord {
+        KeyRecord {
+            token_id: random_hex(12),
+            user_id: 1,
+            identifier: "App Token".into(),
+            permissions: vec!["submit_score".into()],
+            from_client: Some(client_id.into()),
+            created_on: 0,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("s")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_store_says_it_is_locked() {
+        let (dir, _store) = open();
+        let e = SledStore::open(&dir.path().join("s")).err().unwrap();
+        assert!(e.0.contains("locked by another process"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn client_cap_counts_only_the_author() {
+        let (_d, s) = open();
+        assert_eq!(
+            s.insert_client(&client("CI1", 1), 1).await.unwrap(),
+            ClientInsert::Inserted
+        );
+        assert_eq!(
+            s.insert_client(&client("CI2", 1), 1).await.unwrap(),
+            ClientInsert::CapReached
+        );
+        assert_eq!(
+            s.insert_client(&client("CI3", 2), 1).await.unwrap(),
+            ClientInsert::Inserted
+        );
+        assert_eq!(s.clients_of(1).await.unwrap().len(), 1);
+        assert!(s.client("CI2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn redeeming_spends_the_code_once_and_stores_the_key() {
+        let (_d, s) = open();
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        let c = digest("code");
+        s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+        let (k1, k2) = (digest("key1"), digest("key2"));
+        assert_eq!(
+            s.redeem_code(&c, &k1, &key("CI1"), 5).await.unwrap(),
+            Redeem::Issued
+        );
+        assert_eq!(
+            s.redeem_code(&c, &k2, &key("CI1"), 5).await.unwrap(),
+            Redeem::Lost
+        );
+        assert!(s.key(&k1).await.unwrap().is_some());
+        assert!(s.key(&k2).await.unwrap().is_none());
+        let spent = s.code(&c).await.unwrap().unwrap();
+        assert_eq!(spent.redeemed.unwrap().key_hash, hex::encode(k1));
+        assert_eq!(s.revoke_code_keys(&c).await.unwrap(), 1);
+        assert!(s.key(&k1).await.unwrap().is_none());
+        assert_eq!(s.revoke_code_keys(&c).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_codes_and_deleted_clients_cannot_be_redeemed() {
+        let (_d, s) = open();
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        let c = digest("code");
+        s.insert_code(&c, &code(100, None)).await.unwrap();
+        assert_eq!(
+            s.redeem_code(&c, &digest("k"), &key("CI1"), 100)
+                .await
+                .unwrap(),
+            Redeem::Lost
+        );
+        let c2 = digest("code2");
+        s.insert_code(&c2, &code(u64::MAX, None)).await.unwrap();
+        assert_eq!(s.delete_client("CI1").await.unwrap(), Some(0));
+        assert_eq!(
+            s.redeem_code(&c2, &digest("k"), &key("CI1"), 1)
+                .await
+                .unwrap(),
+            Redeem::Lost
+        );
+    }
+
+    #[tokio::test]
+    async fn sweeping_removes_expired_codes_and_spent_ones_after_retention() {
+        let (_d, s) = open();
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        let (old, fresh, spent) = (digest("old"), digest("fresh"), digest("spent"));
+        s.insert_code(&old, &code(1_000, None)).await.unwrap();
+        s.insert_code(&fresh, &code(10_000, None)).await.unwrap();
+        s.insert_code(&spent, &code(10_000, None)).await.unwrap();
+        s.redeem_code(&spent, &digest("k"), &key("CI1"), 500)
+            .await
+            .unwrap();
+        assert_eq!(s.sweep_codes(5_000).await.unwrap(), 1);
+        assert!(s.code(&old).await.unwrap().is_none());
+        assert!(s.code(&fresh).await.unwrap().is_some());
+        assert!(
+            s.code(&spent).await.unwrap().is_some(),
+            "kept for replay detection"
+        );
+        assert_eq!(s.sweep_codes(20_000).await.unwrap(), 1);
+        assert!(s.code(&fresh).await.unwrap().is_none());
+        assert!(s.code(&spent).await.unwrap().is_some());
+        assert_eq!(
+            s.sweep_codes(500 + SPENT_CODE_RETENTION_MS + 1)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(s.code(&spent).await.unwrap().is_none());
+        assert!(s.code_purge.is_empty());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_client_removes_its_keys_and_their_indexes() {
+        let (_d, s) = open();
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        s.insert_client(&client("CI2", 1), 10).await.unwrap();
+        let mut mine = Vec::new();
+        for i in 0..5 {
+            let c = digest(&format!("c{i}"));
+            s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+            let k = digest(&format!("k{i}"));
+            let owner = if i < 4 { "CI1" } else { "CI2" };
+            s.redeem_code(&c, &k, &key(owner), 1).await.unwrap();
+            mine.push(k);
+        }
+        assert_eq!(s.delete_client("CI1").await.unwrap(), Some(4));
+        for k in &mine[..4] {
+            assert!(s.key(k).await.unwrap().is_none());
+        }
+        assert!(s.key(&mine[4]).await.unwrap().is_some());
+        assert_eq!(s.keys.len(), 1);
+        assert_eq!(s.key_ids.len(), 1);
+        assert_eq!(s.keys_by_client.len(), 1);
+        assert_eq!(s.keys_by_user.len(), 1);
+        assert_eq!(s.clients_by_user.len(), 1);
+        assert_eq!(s.delete_client("CI1").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes() {
+        let (_d, s) = open();
+        let s = Arc::new(s);
+        let before = s.flush_count();
+        let writers = 64;
+        let tasks: Vec<_> = (0..writers)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.insert_code(&digest(&format!("c{i}")), &code(u64::MAX, None))
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let flushes = s.flush_count() - before;
+        assert!(flushes >= 1);
+        assert!(flushes < writers, "{flushes} flushes for {writers} writers");
     }
 }
