@@ -147,7 +147,7 @@ pub struct Policy {
     pub require: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// Resolved once at start-up: Pingora's peers must not do DNS per request.
     pub addrs: Vec<SocketAddr>,
@@ -155,20 +155,20 @@ pub struct UpstreamConfig {
     pub sni: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     pub status_path: String,
     pub cache_ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthConfig {
     pub code_ttl: Duration,
     pub client_cap: usize,
     pub permissions: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateConfig {
     pub hide_credentials: bool,
     pub unknown_tokens: UnknownTokens,
@@ -176,7 +176,7 @@ pub struct GateConfig {
 }
 
 /// The gate's configuration after validation: every value here is usable as is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// `None` when `admin_listen = ""`.
@@ -492,6 +492,12 @@ mod tests {
         assert_eq!(c.gate.unknown_tokens, UnknownTokens::Reject);
         assert_eq!(c.threads, 2);
         assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_the_defaults() {
+        let text = include_str!("../conf/tachi-gate.toml");
+        assert_eq!(parse(text).unwrap(), parse("").unwrap());
     }
 
     #[test]

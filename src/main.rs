@@ -35,7 +35,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,pingora_core=warn,pingora_proxy=warn"),
+    )
+    .init();
     let cli = Cli::parse();
     // `serve` is the only command, and the default.
     let (Some(Command::Serve) | None) = cli.command;
