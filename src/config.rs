@@ -271,26 +271,36 @@ fn socket_addr(what: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     }
 }
 
+/// A list of addresses: the command-line override, else the file, else the default.
+fn address_list(
+    key: &str,
+    over: Option<&String>,
+    file: Option<OneOrMany>,
+    default: &str,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let raw = match over {
+        Some(a) => vec![a.clone()],
+        None => file
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec![default.to_string()]),
+    };
+    if raw.is_empty() {
+        return err(format!("{key}: at least one address is needed"));
+    }
+    raw.iter().map(|a| socket_addr(key, a)).collect()
+}
+
 fn validate(
     file: FileConfig,
     overrides: &Overrides,
     admin_token_env: Option<String>,
 ) -> Result<Config, ConfigError> {
-    let listen_raw = match &overrides.listen {
-        Some(l) => vec![l.clone()],
-        None => file
-            .server
-            .listen
-            .map(OneOrMany::into_vec)
-            .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]),
-    };
-    if listen_raw.is_empty() {
-        return err("server.listen: at least one address is needed");
-    }
-    let listen = listen_raw
-        .iter()
-        .map(|a| socket_addr("server.listen", a))
-        .collect::<Result<Vec<_>, _>>()?;
+    let listen = address_list(
+        "server.listen",
+        overrides.listen.as_ref(),
+        file.server.listen,
+        "127.0.0.1:8080",
+    )?;
 
     let admin_raw = file
         .server
@@ -319,21 +329,12 @@ fn validate(
         },
     };
 
-    let upstream_raw = match &overrides.upstream {
-        Some(u) => vec![u.clone()],
-        None => file
-            .upstream
-            .addrs
-            .map(OneOrMany::into_vec)
-            .unwrap_or_else(|| vec!["127.0.0.1:8000".into()]),
-    };
-    if upstream_raw.is_empty() {
-        return err("upstream.addrs: at least one address is needed");
-    }
-    let addrs = upstream_raw
-        .iter()
-        .map(|a| socket_addr("upstream.addrs", a))
-        .collect::<Result<Vec<_>, _>>()?;
+    let addrs = address_list(
+        "upstream.addrs",
+        overrides.upstream.as_ref(),
+        file.upstream.addrs,
+        "127.0.0.1:8000",
+    )?;
     let tls = file.upstream.tls.unwrap_or(false);
     if tls {
         return err("upstream.tls: TLS to the upstream is not supported by this build yet");

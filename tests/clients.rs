@@ -302,13 +302,7 @@ async fn reset_secret_replaces_the_secret_and_keeps_keys() {
     let new_secret = v["body"]["clientSecret"].as_str().unwrap().to_string();
     assert!(new_secret.starts_with("CS") && new_secret != old_secret);
 
-    let r = gate
-        .http
-        .get(gate.url("/x"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = gate.get_with_key("/x", &key).await;
     assert_eq!(r.status(), 200, "existing keys stay valid");
     let code = gate.create_code(&me, json!({})).await;
     let req = |secret: &str| json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": code});
@@ -343,40 +337,16 @@ async fn delete_removes_the_client_and_every_key_it_issued() {
     let (st, _) = call(&gate, reqwest::Method::DELETE, &path, None, None).await;
     assert_eq!(st, 401);
     for k in &keys {
-        assert_eq!(
-            gate.http
-                .get(gate.url("/x"))
-                .bearer_auth(k)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(gate.get_with_key("/x", k).await.status(), 200);
     }
     let (st, v) = call(&gate, reqwest::Method::DELETE, &path, Some(&me), None).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["description"], format!("Deleted Epic Games ({id})."));
     for k in &keys {
-        assert_eq!(
-            gate.http
-                .get(gate.url("/x"))
-                .bearer_auth(k)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401
-        );
+        assert_eq!(gate.get_with_key("/x", k).await.status(), 401);
     }
     assert_eq!(
-        gate.http
-            .get(gate.url("/x"))
-            .bearer_auth(&other_key)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        gate.get_with_key("/x", &other_key).await.status(),
         200,
         "other clients' keys live on"
     );

@@ -281,15 +281,7 @@ async fn the_status_lookup_sends_only_the_cookie() {
 async fn hide_credentials_false_forwards_authorization() {
     let gate = TestGate::start("[gate]\nhide_credentials = false").await;
     let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
-    let echo = echo_of(
-        gate.http
-            .get(gate.url("/x"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let echo = echo_of(gate.get_with_key("/x", &key).await).await;
     assert_eq!(
         echoed_headers(&echo, "authorization"),
         vec![format!("Bearer {key}")]
@@ -302,30 +294,14 @@ async fn unknown_tokens_forward_passes_foreign_keys_untouched() {
     let gate = TestGate::start("[gate]\nunknown_tokens = \"forward\"").await;
     let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
     let foreign = "ffffffffffffffffffffffffffffffffffffffff";
-    let echo = echo_of(
-        gate.http
-            .get(gate.url("/x"))
-            .bearer_auth(foreign)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let echo = echo_of(gate.get_with_key("/x", foreign).await).await;
     assert_eq!(
         echoed_headers(&echo, "authorization"),
         vec![format!("Bearer {foreign}")]
     );
     assert!(echoed_headers(&echo, "x-tachi-user-id").is_empty());
     // The gate's own keys are still checked and replaced by identity headers.
-    let echo = echo_of(
-        gate.http
-            .get(gate.url("/x"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let echo = echo_of(gate.get_with_key("/x", &key).await).await;
     assert!(echoed_headers(&echo, "authorization").is_empty());
     assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["1"]);
     // Malformed Authorization is still refused.

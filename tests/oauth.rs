@@ -168,13 +168,8 @@ async fn create_code_refuses_guests_keys_and_bad_parameters() {
 
     let cookie = gate.session(1);
     let r = gate
-        .http
-        .post(&url)
-        .header("cookie", &cookie)
-        .json(&json!({"clientID": "CIdoesnotexist"}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(&url, &cookie, json!({"clientID": "CIdoesnotexist"}))
+        .await;
     assert_eq!(r.status(), 404);
     let r = gate
         .http
@@ -186,31 +181,18 @@ async fn create_code_refuses_guests_keys_and_bad_parameters() {
     assert_eq!(r.status(), 404, "clientID from the query string too");
     let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
     let r = gate
-        .http
-        .post(&url)
-        .header("cookie", &cookie)
-        .json(&json!({"code_challenge": challenge, "code_challenge_method": "S512"}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            &url,
+            &cookie,
+            json!({"code_challenge": challenge, "code_challenge_method": "S512"}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let r = gate
-        .http
-        .post(&url)
-        .header("cookie", &cookie)
-        .json(&json!({"code_challenge_method": "S256"}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(&url, &cookie, json!({"code_challenge_method": "S256"}))
+        .await;
     assert_eq!(r.status(), 400);
-    let r = gate
-        .http
-        .post(&url)
-        .header("cookie", &cookie)
-        .json(&json!({"clientID": 5}))
-        .send()
-        .await
-        .unwrap();
+    let r = gate.post_as(&url, &cookie, json!({"clientID": 5})).await;
     assert_eq!(r.status(), 400);
     let r = gate
         .http
@@ -508,13 +490,7 @@ async fn concurrent_exchanges_of_one_code_have_exactly_one_winner() {
     }
     assert_eq!(wins.len(), 1, "exactly one exchange wins");
     // Every loser was a replay by the winning client, so the key was revoked.
-    let r = gate
-        .http
-        .get(gate.url("/x"))
-        .bearer_auth(&wins[0])
-        .send()
-        .await
-        .unwrap();
+    let r = gate.get_with_key("/x", &wins[0]).await;
     assert_eq!(r.status(), 401);
 }
 
@@ -525,23 +501,11 @@ async fn replaying_a_code_revokes_its_key() {
     let (st, v) = gate.token_json(exchange_json(&s)).await;
     assert_eq!(st, 200);
     let key = v["body"]["token"].as_str().unwrap().to_string();
-    let r = gate
-        .http
-        .get(gate.url("/api/v1/users/me"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = gate.get_with_key("/api/v1/users/me", &key).await;
     assert_eq!(r.status(), 200);
     let (st, _) = gate.token_json(exchange_json(&s)).await;
     assert_eq!(st, 404);
-    let r = gate
-        .http
-        .get(gate.url("/api/v1/users/me"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = gate.get_with_key("/api/v1/users/me", &key).await;
     assert_eq!(r.status(), 401, "the key from a replayed code is revoked");
 }
 
@@ -556,13 +520,7 @@ async fn replay_by_another_client_does_not_revoke() {
     let (b, b_secret) = gate.create_client(&other, CB, &["submit_score"]).await;
     let (st, _) = gate.token_json(json!({"client_id": b, "client_secret": b_secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": s.code})).await;
     assert_eq!(st, 404);
-    let r = gate
-        .http
-        .get(gate.url("/x"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = gate.get_with_key("/x", &key).await;
     assert_eq!(r.status(), 200);
 }
 

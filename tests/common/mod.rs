@@ -325,6 +325,27 @@ impl TestGate {
         }
     }
 
+    /// GET `path` with a Bearer key.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST a JSON body to a full URL as a session.
+    pub async fn post_as(&self, url: &str, cookie: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(url)
+            .header("cookie", cookie)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A session cookie for `user`, known to the mock upstream.
     pub fn session(&self, user: u64) -> String {
         let cookie = format!("connect.sid=s{user}-{}", tachi_gate::store::random_hex(8));
