@@ -1,5 +1,6 @@
 //! Tachi's OAuth2 routes (SPEC §4), served by the gate from its own store.
 
+pub mod client_auth;
 pub mod create_code;
 pub mod pkce;
 pub mod token;

@@ -4,70 +4,13 @@ use serde_json::{json, Map, Value};
 
 use crate::app::{ApiRequest, App};
 use crate::body::{self, Format};
-use crate::gate::credentials::{basic_credentials, Authorization};
 use crate::reply::Reply;
-use crate::store::{
-    digest, digests_match, now_ms, random_hex, ClientRecord, CodeRecord, KeyRecord, Redeem,
+use crate::store::{digest, now_ms, random_hex, ClientRecord, CodeRecord, KeyRecord, Redeem};
+
+use super::client_auth::{
+    authenticate, fail, outcome_reply, refuse, uses_basic, Failure, OAuthError, Outcome, Style,
 };
-
 use super::{pkce, string_param};
-
-/// How errors are answered: Tachi's statuses for its JSON integrators,
-/// RFC 6749's for form bodies and whenever HTTP Basic was used (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Tachi,
-    Rfc6749,
-}
-
-/// The rows of SPEC §4's status table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    InvalidRequest,
-    UnsupportedGrantType,
-    UnknownClient,
-    WrongSecret,
-    RedirectMismatch,
-    BadCode,
-    BadVerifier,
-}
-
-impl Failure {
-    /// The RFC 6749 §5.2 `error` code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Failure::InvalidRequest => "invalid_request",
-            Failure::UnsupportedGrantType => "unsupported_grant_type",
-            Failure::UnknownClient | Failure::WrongSecret => "invalid_client",
-            Failure::RedirectMismatch | Failure::BadCode | Failure::BadVerifier => "invalid_grant",
-        }
-    }
-
-    /// The status for this failure in this style.
-    pub fn status(self, style: Style) -> u16 {
-        match (self, style) {
-            (Failure::UnknownClient, Style::Tachi) => 404,
-            (Failure::WrongSecret, Style::Tachi) => 403,
-            (Failure::UnknownClient | Failure::WrongSecret, Style::Rfc6749) => 401,
-            (Failure::BadCode, Style::Tachi) => 404,
-            _ => 400,
-        }
-    }
-}
-
-/// A failed exchange: which row of the table, and the words for the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenError {
-    pub failure: Failure,
-    pub description: String,
-}
-
-fn fail<T>(failure: Failure, description: impl Into<String>) -> Result<T, TokenError> {
-    Err(TokenError {
-        failure,
-        description: description.into(),
-    })
-}
 
 /// The token endpoint's parameters, typed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -82,9 +25,9 @@ pub struct TokenParams {
 
 impl TokenParams {
     /// Reads the parameters from a parsed body; a present non-string is an error.
-    pub fn from_object(map: &Map<String, Value>) -> Result<TokenParams, TokenError> {
+    pub fn from_object(map: &Map<String, Value>) -> Result<TokenParams, OAuthError> {
         let get = |name: &str| {
-            string_param(map, name).map_err(|d| TokenError {
+            string_param(map, name).map_err(|d| OAuthError {
                 failure: Failure::InvalidRequest,
                 description: d,
             })
@@ -101,8 +44,8 @@ impl TokenParams {
 }
 
 /// Works out the answer style and the parameters from the raw request.
-pub fn parse_request(req: &ApiRequest) -> (Style, Result<TokenParams, TokenError>) {
-    let basic = matches!(req.authorization(), Some(Authorization::Basic(_)));
+pub fn parse_request(req: &ApiRequest) -> (Style, Result<TokenParams, OAuthError>) {
+    let basic = uses_basic(req);
     let format = body::format_of(req.content_type(), &req.body);
     let style = if basic || format == Ok(Some(Format::Form)) {
         Style::Rfc6749
@@ -124,48 +67,12 @@ pub fn parse_request(req: &ApiRequest) -> (Style, Result<TokenParams, TokenError
         Err(e) => Err(e),
     };
     let params = params
-        .map_err(|e| TokenError {
+        .map_err(|e| OAuthError {
             failure: Failure::InvalidRequest,
             description: e.describe(),
         })
         .and_then(|m| TokenParams::from_object(&m));
     (style, params)
-}
-
-/// The client's credentials, from HTTP Basic or the body but never both.
-pub fn client_credentials(
-    auth: Option<Authorization<'_>>,
-    params: &TokenParams,
-) -> Result<(String, String), TokenError> {
-    match auth {
-        Some(Authorization::Basic(encoded)) => {
-            let Some((id, secret)) = basic_credentials(encoded) else {
-                return fail(Failure::UnknownClient, "Malformed HTTP Basic client credentials.");
-            };
-            if params.client_secret.is_some() {
-                return fail(
-                    Failure::InvalidRequest,
-                    "Authenticate the client with HTTP Basic or with client_secret in the body, not both.",
-                );
-            }
-            if params.client_id.as_ref().is_some_and(|body_id| *body_id != id) {
-                return fail(
-                    Failure::InvalidRequest,
-                    "client_id in the body differs from the HTTP Basic client.",
-                );
-            }
-            Ok((id, secret))
-        }
-        Some(_) => fail(
-            Failure::UnknownClient,
-            "Unsupported client authentication: use HTTP Basic or client_id and client_secret in the body.",
-        ),
-        None => match (&params.client_id, &params.client_secret) {
-            (Some(id), Some(secret)) => Ok((id.clone(), secret.clone())),
-            (None, _) => fail(Failure::InvalidRequest, "client_id is required."),
-            (_, None) => fail(Failure::InvalidRequest, "client_secret is required."),
-        },
-    }
 }
 
 /// Checks everything about a code except whether it is still unspent in the store.
@@ -174,7 +81,7 @@ pub fn check_code(
     client: &ClientRecord,
     verifier: Option<&str>,
     now_ms: u64,
-) -> Result<(), TokenError> {
+) -> Result<(), OAuthError> {
     if now_ms >= code.expires_at {
         return fail(Failure::BadCode, "This code has expired.");
     }
@@ -211,57 +118,15 @@ pub fn check_code(
 /// @name POST /api/v1/oauth/token
 pub async fn token(app: &App, req: &ApiRequest) -> Reply {
     let (style, params) = parse_request(req);
-    let basic = matches!(req.authorization(), Some(Authorization::Basic(_)));
+    let basic = uses_basic(req);
     let outcome = match params {
         Ok(params) => exchange(app, req, &params).await,
         Err(e) => Err(Outcome::Failed(e)),
     };
-    let reply = match outcome {
-        Ok(reply) => reply,
-        Err(Outcome::Store(reply)) => reply,
-        Err(Outcome::Failed(e)) => error_reply(&e, style, basic),
-    };
+    let reply = outcome.unwrap_or_else(|o| outcome_reply(o, style, basic));
     reply
         .header("Cache-Control", "no-store")
         .header("Pragma", "no-cache")
-}
-
-enum Outcome {
-    Failed(TokenError),
-    /// The store failed: not the caller's fault, answered as such.
-    Store(Reply),
-}
-
-fn refuse(failure: Failure, description: impl Into<String>) -> Outcome {
-    Outcome::Failed(TokenError {
-        failure,
-        description: description.into(),
-    })
-}
-
-impl From<TokenError> for Outcome {
-    fn from(e: TokenError) -> Self {
-        Outcome::Failed(e)
-    }
-}
-
-impl From<crate::store::StoreError> for Outcome {
-    fn from(e: crate::store::StoreError) -> Self {
-        Outcome::Store(e.into())
-    }
-}
-
-/// An error in both vocabularies: Tachi's envelope and RFC 6749 §5.2.
-pub fn error_reply(e: &TokenError, style: Style, basic: bool) -> Reply {
-    let status = e.failure.status(style);
-    let reply = Reply::failure(status, e.description.clone())
-        .field("error", e.failure.code())
-        .field("error_description", e.description.clone());
-    if status == 401 && basic {
-        reply.header("WWW-Authenticate", "Basic realm=\"tachi\"")
-    } else {
-        reply
-    }
 }
 
 async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<Reply, Outcome> {
@@ -277,20 +142,13 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     let Some(code) = &params.code else {
         return Err(refuse(Failure::InvalidRequest, "code is required."));
     };
-    let (client_id, secret) = client_credentials(req.authorization(), params)?;
-
-    let Some(client) = app.store.client(&client_id).await? else {
-        return Err(refuse(
-            Failure::UnknownClient,
-            "This client does not exist.",
-        ));
-    };
-    let stored = hex::decode(&client.secret_hash)
-        .ok()
-        .and_then(|h| <[u8; 32]>::try_from(h).ok());
-    if !stored.is_some_and(|h| digests_match(&h, &digest(&secret))) {
-        return Err(refuse(Failure::WrongSecret, "Invalid secret."));
-    }
+    let client = authenticate(
+        app,
+        req,
+        params.client_id.as_deref(),
+        params.client_secret.as_deref(),
+    )
+    .await?;
     if params.redirect_uri != client.redirect_uri {
         return Err(refuse(
             Failure::RedirectMismatch,
@@ -375,62 +233,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_table_matches_the_spec() {
-        use Failure::*;
-        let rows = [
-            (InvalidRequest, 400, 400),
-            (UnsupportedGrantType, 400, 400),
-            (UnknownClient, 404, 401),
-            (WrongSecret, 403, 401),
-            (RedirectMismatch, 400, 400),
-            (BadCode, 404, 400),
-            (BadVerifier, 400, 400),
-        ];
-        for (f, tachi, rfc) in rows {
-            assert_eq!(f.status(Style::Tachi), tachi, "{f:?}");
-            assert_eq!(f.status(Style::Rfc6749), rfc, "{f:?}");
-        }
-    }
-
-    fn params(id: Option<&str>, secret: Option<&str>) -> TokenParams {
-        TokenParams {
-            client_id: id.map(String::from),
-            client_secret: secret.map(String::from),
-            ..TokenParams::default()
-        }
-    }
-
-    #[test]
-    fn basic_and_body_secret_together_are_refused() {
-        use base64::Engine as _;
-        let enc = base64::engine::general_purpose::STANDARD.encode("CI1:s");
-        let auth = Some(Authorization::Basic(enc.as_bytes()));
+    fn a_verifier_for_a_code_without_challenge_is_refused() {
+        let code = CodeRecord {
+            user_id: 1,
+            created_on: 0,
+            expires_at: 10,
+            client_id: None,
+            challenge: None,
+            redeemed: None,
+        };
+        let client = ClientRecord {
+            client_id: "CI1".into(),
+            secret_hash: String::new(),
+            name: "n".into(),
+            author: 1,
+            requested_permissions: vec![],
+            redirect_uri: None,
+            webhook_uri: None,
+            api_key_template: None,
+            api_key_filename: None,
+            created_on: 0,
+        };
+        assert!(check_code(&code, &client, None, 5).is_ok());
         assert_eq!(
-            client_credentials(auth, &params(None, Some("s")))
+            check_code(&code, &client, Some(&"a".repeat(43)), 5)
                 .unwrap_err()
                 .failure,
-            Failure::InvalidRequest
+            Failure::BadVerifier
         );
         assert_eq!(
-            client_credentials(auth, &params(Some("CI2"), None))
-                .unwrap_err()
-                .failure,
-            Failure::InvalidRequest
-        );
-        assert_eq!(
-            client_credentials(auth, &params(Some("CI1"), None)).unwrap(),
-            ("CI1".to_string(), "s".to_string())
-        );
-    }
-
-    #[test]
-    fn body_credentials_need_both_parts() {
-        assert!(client_credentials(None, &params(Some("a"), Some("b"))).is_ok());
-        assert_eq!(
-            client_credentials(None, &params(Some("a"), None))
-                .unwrap_err()
-                .failure,
-            Failure::InvalidRequest
+            check_code(&code, &client, None, 10).unwrap_err().failure,
+            Failure::BadCode
         );
     }
 }

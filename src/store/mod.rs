@@ -86,6 +86,25 @@ pub enum Redeem {
     Lost,
 }
 
+/// The outcome of [`Store::insert_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyInsert {
+    Inserted,
+    /// The user already has a key from this client (only checked when asked).
+    ClientKeyExists,
+    /// The key names a client that does not exist.
+    NoSuchClient,
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub clients_added: usize,
+    pub clients_present: usize,
+    pub keys_added: usize,
+    pub keys_present: usize,
+}
+
 /// The gate's persistent state. Mutating methods return once the change is durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -124,6 +143,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// The key with this digest, if it exists (revoked keys do not).
     async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key with this non-secret token ID, with its digest.
+    async fn key_by_token_id(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<(Digest, KeyRecord)>, StoreError>;
+    /// A user's keys, oldest first.
+    async fn keys_of_user(&self, user_id: u64) -> Result<Vec<KeyRecord>, StoreError>;
+    /// The keys issued through a client, oldest first.
+    async fn keys_of_client(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Stores a new key. With `one_per_client`, refuses a second key for the
+    /// same user and client.
+    async fn insert_key(
+        &self,
+        key: &Digest,
+        record: &KeyRecord,
+        one_per_client: bool,
+    ) -> Result<KeyInsert, StoreError>;
+    /// Revokes (deletes) a key; its record if it existed.
+    async fn revoke_key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError>;
+    /// Revokes every key of a user; how many.
+    async fn revoke_user_keys(&self, user_id: u64) -> Result<usize, StoreError>;
+    /// Every client, oldest first.
+    async fn all_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Adds clients and keys that are not there yet (by client ID and key
+    /// digest), leaving existing ones untouched, so importing twice is harmless.
+    async fn import(
+        &self,
+        clients: &[ClientRecord],
+        keys: &[(Digest, KeyRecord)],
+    ) -> Result<ImportCounts, StoreError>;
 
     /// Makes everything written so far durable and releases the store.
     fn close(&self) -> Result<(), StoreError>;

@@ -29,8 +29,8 @@ use sled::transaction::{
 use sled::Transactional;
 
 use super::{
-    ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, KeyRecord, Redeem, Redemption,
-    Store, StoreError,
+    ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, ImportCounts, KeyInsert,
+    KeyRecord, Redeem, Redemption, Store, StoreError,
 };
 
 /// How long a spent code is remembered after its exchange, so that a replay
@@ -50,8 +50,9 @@ pub struct SledStore {
     keys_by_client: sled::Tree,
     keys_by_user: sled::Tree,
     commit: GroupCommit,
-    /// Serialises client creation so the per-user cap holds under concurrency.
-    create_client: Mutex<()>,
+    /// Serialises creations checked against existing records (the client cap,
+    /// one key per client), so the checks hold under concurrency.
+    creation: Mutex<()>,
     /// Exchanges hold it shared, client deletion exclusively: a key can then
     /// never be minted for a client between the scan of its keys and its removal.
     client_keys: RwLock<()>,
@@ -101,9 +102,49 @@ impl SledStore {
             keys_by_user: tree("keys_by_user")?,
             db,
             commit,
-            create_client: Mutex::new(()),
+            creation: Mutex::new(()),
             client_keys: RwLock::new(()),
         })
+    }
+
+    /// Reads the key records an index points at (`prefix` ‖ digest entries).
+    fn keys_under(&self, index: &sled::Tree, prefix: &[u8]) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in index.scan_prefix(prefix) {
+            let (k, _) = entry?;
+            if let Some(bytes) = self.keys.get(&k[prefix.len()..])? {
+                out.push(decode::<KeyRecord>(&bytes)?);
+            }
+        }
+        out.sort_by_key(|k| k.created_on);
+        Ok(out)
+    }
+
+    /// Removes keys by digest in one transaction; how many existed.
+    fn remove_keys(&self, hashes: &[Vec<u8>]) -> Result<usize, StoreError> {
+        tx_result(
+            (
+                &self.keys,
+                &self.key_ids,
+                &self.keys_by_client,
+                &self.keys_by_user,
+            )
+                .transaction(|(keys, key_ids, keys_by_client, keys_by_user)| {
+                    let trees = KeyTrees {
+                        keys,
+                        key_ids,
+                        keys_by_client,
+                        keys_by_user,
+                    };
+                    let mut n = 0;
+                    for h in hashes {
+                        if trees.remove(h)? {
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                }),
+        )
     }
 
     /// Where the store lives.
@@ -236,7 +277,7 @@ impl Store for SledStore {
     ) -> Result<ClientInsert, StoreError> {
         {
             let _guard = self
-                .create_client
+                .creation
                 .lock()
                 .map_err(|_| StoreError("client lock poisoned".into()))?;
             let owned = self
@@ -447,29 +488,11 @@ impl Store for SledStore {
         let Ok(hash) = hex::decode(&redemption.key_hash) else {
             return Err(StoreError("corrupt key hash in a code record".into()));
         };
-        let removed = tx_result(
-            (
-                &self.keys,
-                &self.key_ids,
-                &self.keys_by_client,
-                &self.keys_by_user,
-            )
-                .transaction(|(keys, key_ids, keys_by_client, keys_by_user)| {
-                    KeyTrees {
-                        keys,
-                        key_ids,
-                        keys_by_client,
-                        keys_by_user,
-                    }
-                    .remove(&hash)
-                }),
-        )?;
-        if removed {
+        let removed = self.remove_keys(&[hash])?;
+        if removed > 0 {
             self.commit.durable().await?;
-            Ok(1)
-        } else {
-            Ok(0)
         }
+        Ok(removed)
     }
 
     async fn sweep_codes(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -495,6 +518,190 @@ impl Store for SledStore {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    async fn key_by_token_id(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<(Digest, KeyRecord)>, StoreError> {
+        let Some(hash) = self.key_ids.get(token_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let Ok(digest) = <Digest>::try_from(hash.as_ref()) else {
+            return Err(StoreError("corrupt token ID index entry".into()));
+        };
+        Ok(self.key(&digest).await?.map(|r| (digest, r)))
+    }
+
+    async fn keys_of_user(&self, user_id: u64) -> Result<Vec<KeyRecord>, StoreError> {
+        self.keys_under(&self.keys_by_user, &user_prefix(user_id))
+    }
+
+    async fn keys_of_client(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.keys_under(&self.keys_by_client, &client_prefix(client_id))
+    }
+
+    async fn insert_key(
+        &self,
+        key: &Digest,
+        record: &KeyRecord,
+        one_per_client: bool,
+    ) -> Result<KeyInsert, StoreError> {
+        let outcome = {
+            let _guard = self
+                .creation
+                .lock()
+                .map_err(|_| StoreError("creation lock poisoned".into()))?;
+            if let (true, Some(client)) = (one_per_client, &record.from_client) {
+                let existing = self.keys_under(&self.keys_by_user, &user_prefix(record.user_id))?;
+                if existing
+                    .iter()
+                    .any(|k| k.from_client.as_ref() == Some(client))
+                {
+                    return Ok(KeyInsert::ClientKeyExists);
+                }
+            }
+            let _shared = self
+                .client_keys
+                .read()
+                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            tx_result(
+                (
+                    &self.clients,
+                    &self.keys,
+                    &self.key_ids,
+                    &self.keys_by_client,
+                    &self.keys_by_user,
+                )
+                    .transaction(
+                        |(clients, keys, key_ids, keys_by_client, keys_by_user)| {
+                            if let Some(client) = &record.from_client {
+                                if clients.get(client.as_bytes())?.is_none() {
+                                    return Ok(KeyInsert::NoSuchClient);
+                                }
+                            }
+                            KeyTrees {
+                                keys,
+                                key_ids,
+                                keys_by_client,
+                                keys_by_user,
+                            }
+                            .insert(key, record)?;
+                            Ok(KeyInsert::Inserted)
+                        },
+                    ),
+            )?
+        };
+        if outcome == KeyInsert::Inserted {
+            self.commit.durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn revoke_key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
+        let Some(record) = self.key(key).await? else {
+            return Ok(None);
+        };
+        if self.remove_keys(&[key.to_vec()])? == 0 {
+            return Ok(None);
+        }
+        self.commit.durable().await?;
+        Ok(Some(record))
+    }
+
+    async fn revoke_user_keys(&self, user_id: u64) -> Result<usize, StoreError> {
+        let prefix = user_prefix(user_id);
+        let mut hashes = Vec::new();
+        for entry in self.keys_by_user.scan_prefix(prefix) {
+            let (k, _) = entry?;
+            hashes.push(k[prefix.len()..].to_vec());
+        }
+        let removed = self.remove_keys(&hashes)?;
+        if removed > 0 {
+            self.commit.durable().await?;
+        }
+        Ok(removed)
+    }
+
+    async fn all_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.clients.iter() {
+            let (_, v) = entry?;
+            out.push(decode::<ClientRecord>(&v)?);
+        }
+        out.sort_by_key(|c| c.created_on);
+        Ok(out)
+    }
+
+    async fn import(
+        &self,
+        clients: &[ClientRecord],
+        keys: &[(Digest, KeyRecord)],
+    ) -> Result<ImportCounts, StoreError> {
+        let mut counts = ImportCounts::default();
+        {
+            let _guard = self
+                .creation
+                .lock()
+                .map_err(|_| StoreError("creation lock poisoned".into()))?;
+            for client in clients {
+                let value = encode(client)?;
+                let added = tx_result((&self.clients, &self.clients_by_user).transaction(
+                    |(c, by_user)| {
+                        if c.get(client.client_id.as_bytes())?.is_some() {
+                            return Ok(false);
+                        }
+                        c.insert(client.client_id.as_bytes(), value.clone())?;
+                        by_user.insert(
+                            joined(&user_prefix(client.author), client.client_id.as_bytes()),
+                            &[][..],
+                        )?;
+                        Ok(true)
+                    },
+                ))?;
+                if added {
+                    counts.clients_added += 1;
+                } else {
+                    counts.clients_present += 1;
+                }
+            }
+            let _shared = self
+                .client_keys
+                .read()
+                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            for (hash, record) in keys {
+                let added = tx_result(
+                    (
+                        &self.keys,
+                        &self.key_ids,
+                        &self.keys_by_client,
+                        &self.keys_by_user,
+                    )
+                        .transaction(
+                            |(k, key_ids, keys_by_client, keys_by_user)| {
+                                if k.get(&hash[..])?.is_some() {
+                                    return Ok(false);
+                                }
+                                KeyTrees {
+                                    keys: k,
+                                    key_ids,
+                                    keys_by_client,
+                                    keys_by_user,
+                                }
+                                .insert(hash, record)?;
+                                Ok(true)
+                            },
+                        ),
+                )?;
+                if added {
+                    counts.keys_added += 1;
+                } else {
+                    counts.keys_present += 1;
+                }
+            }
+        }
+        self.commit.durable().await?;
+        Ok(counts)
     }
 
     fn close(&self) -> Result<(), StoreError> {
