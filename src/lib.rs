@@ -14,3 +14,4 @@ pub mod routes;
 pub mod server;
 pub mod store;
 pub mod upstream;
+pub mod views;

@@ -39,6 +39,21 @@ impl Reply {
         }
     }
 
+    /// A plain JSON object outside Tachi's envelope, for the RFC endpoints
+    /// whose answers are fixed by their RFC (introspection, metadata).
+    /// Pass an object; anything else is wrapped as `{"value": …}`.
+    pub fn plain(status: u16, body: Value) -> Reply {
+        let envelope = match body {
+            Value::Object(m) => m,
+            other => Map::from_iter([("value".to_string(), other)]),
+        };
+        Reply {
+            status,
+            envelope,
+            headers: Vec::new(),
+        }
+    }
+
     /// Adds a top-level field beside the envelope's own (RFC 6749 fields, say).
     pub fn field(mut self, name: &str, value: impl Into<Value>) -> Reply {
         self.envelope.insert(name.to_string(), value.into());

@@ -6,28 +6,11 @@ use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
 use crate::store::{digest, now_ms, random_hex, ClientInsert, ClientRecord};
+use crate::views;
 
 const NOT_A_SESSION: &str = "You are not authenticated (for a session-level request, atleast).";
 const NO_SUCH_CLIENT: &str = "This client does not exist.";
 const TEMPLATE_PLACEHOLDER: &str = "%%TACHI_KEY%%";
-
-/// A client as Tachi shows it; the secret only when freshly made.
-fn view(c: &ClientRecord, secret: Option<&str>) -> Value {
-    let mut v = json!({
-        "clientID": c.client_id,
-        "name": c.name,
-        "author": c.author,
-        "requestedPermissions": c.requested_permissions,
-        "redirectUri": c.redirect_uri,
-        "webhookUri": c.webhook_uri,
-        "apiKeyTemplate": c.api_key_template,
-        "apiKeyFilename": c.api_key_filename,
-    });
-    if let (Some(s), Some(obj)) = (secret, v.as_object_mut()) {
-        obj.insert("clientSecret".into(), Value::String(s.to_string()));
-    }
-    v
-}
 
 fn new_secret() -> String {
     format!("CS{}", random_hex(20))
@@ -126,7 +109,7 @@ pub async fn list(app: &App, req: &ApiRequest) -> Reply {
     match app.store.clients_of(user).await {
         Ok(clients) => Reply::success(
             format!("Returned {} clients.", clients.len()),
-            Value::Array(clients.iter().map(|c| view(c, None)).collect()),
+            Value::Array(clients.iter().map(|c| views::client(c, None)).collect()),
         ),
         Err(e) => e.into(),
     }
@@ -150,7 +133,10 @@ pub async fn create(app: &App, req: &ApiRequest) -> Reply {
         {
             Ok(ClientInsert::Inserted) => {
                 log::info!("user {author} created client {}", client.client_id);
-                Reply::success("Created a new API client.", view(&client, Some(&secret)))
+                Reply::success(
+                    "Created a new API client.",
+                    views::client(&client, Some(&secret)),
+                )
             }
             Ok(ClientInsert::CapReached) => Reply::failure(
                 400,
@@ -246,7 +232,10 @@ fn build_client(app: &App, req: &ApiRequest, author: u64) -> Result<(ClientRecor
 /// @name GET /api/v1/clients/:clientID
 pub async fn get(app: &App, id: &str) -> Reply {
     match app.store.client(id).await {
-        Ok(Some(c)) => Reply::success(format!("Retrieved client {}.", c.name), view(&c, None)),
+        Ok(Some(c)) => Reply::success(
+            format!("Retrieved client {}.", c.name),
+            views::client(&c, None),
+        ),
         Ok(None) => Reply::failure(404, NO_SUCH_CLIENT),
         Err(e) => e.into(),
     }
@@ -311,7 +300,7 @@ pub async fn patch(app: &App, req: &ApiRequest, id: &str) -> Reply {
     match changes {
         Ok(false) => Reply::failure(400, "No changes to make."),
         Ok(true) => match app.store.update_client(&client).await {
-            Ok(true) => Reply::success("Updated client.", view(&client, None)),
+            Ok(true) => Reply::success("Updated client.", views::client(&client, None)),
             Ok(false) => Reply::failure(404, NO_SUCH_CLIENT),
             Err(e) => e.into(),
         },
@@ -332,7 +321,7 @@ pub async fn reset_secret(app: &App, req: &ApiRequest, id: &str) -> Reply {
     match app.store.update_client(&client).await {
         Ok(true) => {
             log::info!("secret of client {} reset", client.client_id);
-            Reply::success("Reset secret.", view(&client, Some(&secret)))
+            Reply::success("Reset secret.", views::client(&client, Some(&secret)))
         }
         Ok(false) => Reply::failure(404, NO_SUCH_CLIENT),
         Err(e) => e.into(),

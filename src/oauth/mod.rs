@@ -2,7 +2,10 @@
 
 pub mod client_auth;
 pub mod create_code;
+pub mod introspect;
+pub mod metadata;
 pub mod pkce;
+pub mod revoke;
 pub mod token;
 
 use serde_json::{Map, Value};

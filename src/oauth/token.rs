@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 use crate::app::{ApiRequest, App};
 use crate::body::{self, Format};
 use crate::reply::Reply;
-use crate::store::{digest, now_ms, random_hex, ClientRecord, CodeRecord, KeyRecord, Redeem};
+use crate::store::{digest, now_ms, ClientRecord, CodeRecord, KeyRecord, Redeem};
+use crate::views;
 
 use super::client_auth::{
     authenticate, fail, outcome_reply, refuse, uses_basic, Failure, OAuthError, Outcome, Style,
@@ -178,21 +179,16 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     }
     check_code(&record, &client, params.code_verifier.as_deref(), now)?;
 
-    let key = random_hex(20);
-    let mut permissions = client.requested_permissions.clone();
-    permissions.sort();
-    permissions.dedup();
-    let key_record = KeyRecord {
-        token_id: random_hex(12),
-        user_id: record.user_id,
-        identifier: format!("{} Token", client.name),
-        permissions,
-        from_client: Some(client.client_id.clone()),
-        created_on: now,
-    };
+    let minted = KeyRecord::mint(
+        record.user_id,
+        format!("{} Token", client.name),
+        &client.requested_permissions,
+        Some(client.client_id.clone()),
+        now,
+    );
     match app
         .store
-        .redeem_code(&code_hash, &digest(&key), &key_record, now)
+        .redeem_code(&code_hash, &minted.digest, &minted.record, now)
         .await?
     {
         Redeem::Issued => {}
@@ -200,26 +196,21 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     }
     log::info!(
         "issued key {} for user {} through client {}",
-        key_record.token_id,
-        key_record.user_id,
+        minted.record.token_id,
+        minted.record.user_id,
         client.client_id
     );
-    Ok(success(&key, &key_record))
+    Ok(success(&minted.key, &minted.record))
 }
 
 fn success(key: &str, record: &KeyRecord) -> Reply {
-    let permissions: Map<String, Value> = record
-        .permissions
-        .iter()
-        .map(|p| (p.clone(), Value::Bool(true)))
-        .collect();
     Reply::success(
         "Successfully authenticated.",
         json!({
             "userID": record.user_id,
             "token": key,
             "identifier": record.identifier,
-            "permissions": permissions,
+            "permissions": views::permissions(&record.permissions),
             "fromAPIClient": record.from_client,
         }),
     )

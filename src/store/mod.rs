@@ -14,7 +14,9 @@ mod records;
 mod sled_store;
 
 pub use commit::GroupCommit;
-pub use records::{Challenge, ClientRecord, CodeRecord, KeyRecord, PkceMethod, Redemption};
+pub use records::{
+    Challenge, ClientRecord, CodeRecord, KeyRecord, MintedKey, PkceMethod, Redemption,
+};
 pub use sled_store::SledStore;
 
 use async_trait::async_trait;

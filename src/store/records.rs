@@ -75,3 +75,40 @@ pub struct KeyRecord {
     pub from_client: Option<String>,
     pub created_on: u64,
 }
+
+/// A freshly made key: the secret (shown once), its digest, and its record.
+#[derive(Debug, Clone)]
+pub struct MintedKey {
+    pub key: String,
+    pub digest: super::Digest,
+    pub record: KeyRecord,
+}
+
+impl KeyRecord {
+    /// Makes a new key: 160 random bits, a random non-secret token ID, and the
+    /// permissions sorted and de-duplicated.
+    pub fn mint(
+        user_id: u64,
+        identifier: String,
+        permissions: &[String],
+        from_client: Option<String>,
+        now_ms: u64,
+    ) -> MintedKey {
+        let key = super::random_hex(20);
+        let mut permissions = permissions.to_vec();
+        permissions.sort();
+        permissions.dedup();
+        MintedKey {
+            digest: super::digest(&key),
+            key,
+            record: KeyRecord {
+                token_id: super::random_hex(12),
+                user_id,
+                identifier,
+                permissions,
+                from_client,
+                created_on: now_ms,
+            },
+        }
+    }
+}

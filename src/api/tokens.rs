@@ -1,0 +1,207 @@
+//! `/api/v1/users/:userID/api-tokens…`: a user's API keys, as Tachi serves
+//! them (SPEC §4, API keys). Only the user's own browser session may use
+//! these routes; API keys never can.
+
+use serde_json::{json, Value};
+
+use crate::app::{ApiRequest, App};
+use crate::body;
+use crate::reply::Reply;
+use crate::store::{digest, now_ms, KeyInsert, KeyRecord};
+use crate::views;
+
+const NOT_BY_KEY: &str =
+    "This request cannot be performed by an API key, and requires authentication.";
+
+/// The session's user, when it is the one `:userID` names (a number or `me`).
+async fn own_user(app: &App, req: &ApiRequest, user_param: &str) -> Result<u64, Reply> {
+    if req.headers.contains_key(http::header::AUTHORIZATION) {
+        return Err(Reply::failure(403, NOT_BY_KEY));
+    }
+    let Some(user) = app.session_of(req).await? else {
+        return Err(Reply::failure(
+            401,
+            "This endpoint requires session-level authentication.",
+        ));
+    };
+    if user_param == "me" {
+        return Ok(user);
+    }
+    match user_param.parse::<u64>() {
+        Ok(id) if id == user => Ok(user),
+        Ok(_) => Err(Reply::failure(403, NOT_BY_KEY)),
+        Err(_) => Err(Reply::failure(
+            400,
+            "userID must be a numeric user ID or 'me'.",
+        )),
+    }
+}
+
+/// The user's keys; never the keys themselves.
+///
+/// @name GET /api/v1/users/:userID/api-tokens
+pub async fn list(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
+    let user = match own_user(app, req, user_param).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match app.store.keys_of_user(user).await {
+        Ok(keys) => Reply::success(
+            format!("Returned {} keys.", keys.len()),
+            Value::Array(keys.iter().map(|k| views::key(k, None)).collect()),
+        ),
+        Err(e) => e.into(),
+    }
+}
+
+/// What a create request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    FromClient(String),
+    Custom {
+        identifier: String,
+        permissions: Vec<String>,
+    },
+}
+
+/// Validates `{clientID}` or `{permissions, identifier}`, not both.
+fn wanted(req: &ApiRequest, known: &[String]) -> Result<Wanted, Reply> {
+    let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
+    if let Some(k) = map
+        .keys()
+        .find(|k| !["clientID", "permissions", "identifier"].contains(&k.as_str()))
+    {
+        let shown: String = k.chars().take(60).collect();
+        return Err(Reply::failure(400, format!("Unexpected field '{shown}'.")));
+    }
+    let custom = map.contains_key("permissions") || map.contains_key("identifier");
+    match (map.get("clientID"), custom) {
+        (Some(_), true) => Err(Reply::failure(
+            400,
+            "Send either clientID, or permissions and identifier, not both.",
+        )),
+        (Some(Value::String(id)), false) => Ok(Wanted::FromClient(id.clone())),
+        (Some(_), false) => Err(Reply::failure(400, "clientID must be a string.")),
+        (None, false) => Err(Reply::failure(
+            400,
+            "Send either clientID, or permissions and identifier.",
+        )),
+        (None, true) => {
+            let identifier = match map.get("identifier") {
+                Some(Value::String(s)) if (1..=120).contains(&s.chars().count()) => s.clone(),
+                _ => {
+                    return Err(Reply::failure(
+                        400,
+                        "identifier must be a string of 1 to 120 characters.",
+                    ))
+                }
+            };
+            let Some(Value::Array(list)) = map.get("permissions") else {
+                return Err(Reply::failure(
+                    400,
+                    "permissions must be an array of permission names.",
+                ));
+            };
+            let mut permissions = Vec::with_capacity(list.len());
+            for p in list {
+                match p.as_str() {
+                    Some(p) if known.iter().any(|k| k == p) => permissions.push(p.to_string()),
+                    _ => {
+                        return Err(Reply::failure(
+                            400,
+                            format!(
+                                "Invalid permissions: each must be one of {}.",
+                                known.join(", ")
+                            ),
+                        ))
+                    }
+                }
+            }
+            Ok(Wanted::Custom {
+                identifier,
+                permissions,
+            })
+        }
+    }
+}
+
+/// Creates a key for the user, either with chosen permissions or with the
+/// permissions of a client (one key per client). The key is shown only here.
+///
+/// @name POST /api/v1/users/:userID/api-tokens/create
+pub async fn create(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
+    let user = match own_user(app, req, user_param).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let wanted = match wanted(req, &app.config.oauth.permissions) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let minted = match wanted {
+        Wanted::FromClient(id) => match app.store.client(&id).await {
+            Ok(Some(client)) => KeyRecord::mint(
+                user,
+                format!("{} Token", client.name),
+                &client.requested_permissions,
+                Some(client.client_id),
+                now_ms(),
+            ),
+            Ok(None) => return Reply::failure(404, "This client does not exist."),
+            Err(e) => return e.into(),
+        },
+        Wanted::Custom {
+            identifier,
+            permissions,
+        } => KeyRecord::mint(user, identifier, &permissions, None, now_ms()),
+    };
+    match app
+        .store
+        .insert_key(&minted.digest, &minted.record, true)
+        .await
+    {
+        Ok(KeyInsert::Inserted) => {
+            log::info!("user {user} created key {}", minted.record.token_id);
+            Reply::success(
+                "Successfully created new API Token.",
+                views::key(&minted.record, Some(&minted.key)),
+            )
+        }
+        Ok(KeyInsert::ClientKeyExists) => {
+            Reply::failure(409, "You already have an API key for this client.")
+        }
+        Ok(KeyInsert::NoSuchClient) => Reply::failure(404, "This client does not exist."),
+        Err(e) => e.into(),
+    }
+}
+
+/// Revokes one of the user's keys, named by its value or its token ID.
+///
+/// @name DELETE /api/v1/users/:userID/api-tokens/:token
+pub async fn delete(app: &App, req: &ApiRequest, user_param: &str, token: &str) -> Reply {
+    let user = match own_user(app, req, user_param).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let found = match app.store.key_by_token_id(token).await {
+        Ok(Some(found)) => Some(found),
+        Ok(None) => {
+            let d = digest(token);
+            match app.store.key(&d).await {
+                Ok(k) => k.map(|k| (d, k)),
+                Err(e) => return e.into(),
+            }
+        }
+        Err(e) => return e.into(),
+    };
+    let Some((hash, record)) = found.filter(|(_, k)| k.user_id == user) else {
+        return Reply::failure(404, "This key does not exist.");
+    };
+    match app.store.revoke_key(&hash).await {
+        Ok(_) => {
+            log::info!("user {user} revoked key {}", record.token_id);
+            Reply::success("Removed Token.", json!({}))
+        }
+        Err(e) => e.into(),
+    }
+}

@@ -1,0 +1,55 @@
+//! `POST /api/v1/oauth/introspect`: RFC 7662 token introspection.
+
+use serde_json::{json, Map, Value};
+
+use crate::app::{ApiRequest, App};
+use crate::body;
+use crate::reply::Reply;
+use crate::store::{digest, KeyRecord};
+
+use super::client_auth::{authenticate, outcome_reply, refuse, uses_basic, Failure, Style};
+use super::string_param;
+
+/// RFC 7662 §2.2's answer for a live key.
+fn active(key: &KeyRecord) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("active".into(), Value::Bool(true));
+    m.insert("scope".into(), Value::String(key.permissions.join(" ")));
+    if let Some(c) = &key.from_client {
+        m.insert("client_id".into(), Value::String(c.clone()));
+    }
+    m.insert("sub".into(), Value::String(key.user_id.to_string()));
+    m.insert("iat".into(), json!(key.created_on / 1000));
+    m.insert("token_type".into(), Value::String("Bearer".into()));
+    m
+}
+
+/// Tells an authenticated client whether a key is live and what it may do.
+/// Anything else — unknown, revoked, malformed — is exactly `{"active": false}`.
+///
+/// @name POST /api/v1/oauth/introspect
+pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
+    let basic = uses_basic(req);
+    let answer = async {
+        let params = body::object(req.content_type(), &req.body)
+            .map_err(|e| refuse(Failure::InvalidRequest, e.describe()))?
+            .1;
+        let get =
+            |name| string_param(&params, name).map_err(|d| refuse(Failure::InvalidRequest, d));
+        let (id, secret, token) = (get("client_id")?, get("client_secret")?, get("token")?);
+        get("token_type_hint")?;
+        authenticate(app, req, id.as_deref(), secret.as_deref()).await?;
+        let Some(token) = token else {
+            return Err(refuse(Failure::InvalidRequest, "token is required."));
+        };
+        let body = match app.store.key(&digest(&token)).await? {
+            Some(key) => Value::Object(active(&key)),
+            None => json!({"active": false}),
+        };
+        Ok(Reply::plain(200, body))
+    };
+    answer
+        .await
+        .unwrap_or_else(|o| outcome_reply(o, Style::Rfc6749, basic))
+        .header("Cache-Control", "no-store")
+}

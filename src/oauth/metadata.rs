@@ -1,0 +1,45 @@
+//! `GET /.well-known/oauth-authorization-server`: RFC 8414 metadata.
+
+use serde_json::json;
+
+use crate::app::{ApiRequest, App};
+use crate::reply::Reply;
+
+/// The issuer: `server.public_url`, else `http://` and the request's Host.
+fn issuer(app: &App, req: &ApiRequest) -> String {
+    if let Some(url) = &app.config.public_url {
+        return url.clone();
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
+        .map(str::to_string)
+        .unwrap_or_else(|| app.config.listen[0].to_string());
+    format!("http://{host}")
+}
+
+/// Describes the gate's OAuth2 endpoints for client libraries that discover them.
+///
+/// @name GET /.well-known/oauth-authorization-server
+pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
+    let issuer = issuer(app, req);
+    let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
+    let body = json!({
+        "issuer": issuer,
+        // Where Tachi's front-end asks the user to authorise a client.
+        "authorization_endpoint": format!("{issuer}/oauth/request-auth"),
+        "token_endpoint": format!("{issuer}/api/v1/oauth/token"),
+        "revocation_endpoint": format!("{issuer}/api/v1/oauth/revoke"),
+        "introspection_endpoint": format!("{issuer}/api/v1/oauth/introspect"),
+        "grant_types_supported": ["authorization_code"],
+        "response_types_supported": ["code"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "scopes_supported": app.config.oauth.permissions,
+    });
+    Reply::plain(200, body)
+}
