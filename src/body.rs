@@ -62,24 +62,20 @@ pub enum Format {
     Form,
 }
 
-/// Works out the body format from Content-Type. An empty body with no
-/// Content-Type is `None` (nothing to parse); a non-empty body needs one.
+/// Works out the body format from Content-Type. An empty body needs none
+/// (`None`: nothing to parse); a non-empty one must say what it is.
 pub fn format_of(content_type: Option<&str>, body: &[u8]) -> Result<Option<Format>, BodyError> {
-    let Some(ct) = content_type else {
-        return if body.is_empty() {
-            Ok(None)
-        } else {
-            // Tachi's integrators send JSON; a body without a type is read as JSON.
-            Ok(Some(Format::Json))
-        };
-    };
-    let media = ct.split(';').next().unwrap_or("").trim();
+    let media = content_type
+        .map(|ct| ct.split(';').next().unwrap_or("").trim())
+        .unwrap_or("");
     if media.eq_ignore_ascii_case("application/json") {
         Ok(Some(Format::Json))
     } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         Ok(Some(Format::Form))
     } else if body.is_empty() {
         Ok(None)
+    } else if media.is_empty() {
+        Err(BodyError::UnsupportedContentType("none".into()))
     } else {
         let shown: String = media.chars().take(100).collect();
         Err(BodyError::UnsupportedContentType(shown))
@@ -164,6 +160,10 @@ mod tests {
             Err(BodyError::UnsupportedContentType(_))
         ));
         assert_eq!(format_of(None, b""), Ok(None));
+        assert!(
+            format_of(None, b"{}").is_err(),
+            "a body must say what it is"
+        );
     }
 
     #[test]

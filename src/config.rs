@@ -120,7 +120,7 @@ struct FileGate {
 #[serde(deny_unknown_fields)]
 struct FilePolicy {
     methods: Option<Vec<String>>,
-    path_prefix: String,
+    path_prefix: Option<String>,
     #[serde(default)]
     require: Vec<String>,
 }
@@ -199,6 +199,10 @@ pub struct Overrides {
     pub upstream: Option<String>,
     pub data: Option<PathBuf>,
 }
+
+/// The longest a code or a cached session answer may live. Codes are meant to
+/// be exchanged within minutes; a bound also keeps time arithmetic far from overflow.
+pub const MAX_TTL_SECS: u64 = 24 * 60 * 60;
 
 /// Where the configuration comes from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "conf/tachi-gate.toml";
@@ -363,14 +367,22 @@ fn validate(
             "session.status_path: `{status_path}` must be an absolute path such as /api/v1/status"
         ));
     }
+    let cache_ttl_secs = file.session.cache_ttl_secs.unwrap_or(30);
+    if cache_ttl_secs > MAX_TTL_SECS {
+        return err(format!(
+            "session.cache_ttl_secs: at most {MAX_TTL_SECS} (a day)"
+        ));
+    }
     let session = SessionConfig {
         status_path,
-        cache_ttl: Duration::from_secs(file.session.cache_ttl_secs.unwrap_or(30)),
+        cache_ttl: Duration::from_secs(cache_ttl_secs),
     };
 
     let code_ttl_secs = file.oauth.code_ttl_secs.unwrap_or(600);
-    if code_ttl_secs == 0 {
-        return err("oauth.code_ttl_secs: must be at least 1");
+    if code_ttl_secs == 0 || code_ttl_secs > MAX_TTL_SECS {
+        return err(format!(
+            "oauth.code_ttl_secs: must be from 1 to {MAX_TTL_SECS} (a day)"
+        ));
     }
     let permissions = file
         .oauth
@@ -433,10 +445,10 @@ fn validate(
 
 fn validate_policy(i: usize, p: FilePolicy, known: &[String]) -> Result<Policy, ConfigError> {
     let at = format!("gate.policy[{i}]");
-    if !p.path_prefix.starts_with('/') {
+    let path_prefix = p.path_prefix.unwrap_or_else(|| "/".to_string());
+    if !path_prefix.starts_with('/') {
         return err(format!(
-            "{at}.path_prefix: `{}` must start with /",
-            p.path_prefix
+            "{at}.path_prefix: `{path_prefix}` must start with /"
         ));
     }
     let mut methods = Vec::new();
@@ -464,7 +476,7 @@ fn validate_policy(i: usize, p: FilePolicy, known: &[String]) -> Result<Policy, 
     require.sort();
     Ok(Policy {
         methods,
-        path_prefix: p.path_prefix,
+        path_prefix,
         require,
     })
 }
@@ -570,6 +582,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.admin_token.as_deref(), Some("env"));
+    }
+
+    #[test]
+    fn lifetimes_are_bounded() {
+        assert!(parse("[oauth]\ncode_ttl_secs = 0").is_err());
+        assert!(parse("[oauth]\ncode_ttl_secs = 86401").is_err());
+        assert!(parse("[session]\ncache_ttl_secs = 18446744073709551615").is_err());
+        assert!(parse("[session]\ncache_ttl_secs = 0").is_ok());
+    }
+
+    #[test]
+    fn a_policy_without_prefix_covers_every_path() {
+        let c = parse("[[gate.policy]]\nmethods = [\"DELETE\"]").unwrap();
+        assert_eq!(c.gate.policies[0].path_prefix, "/");
     }
 
     #[test]

@@ -14,9 +14,20 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::{ApiRequest, App};
 use crate::body::{BodyError, MAX_BODY_BYTES};
-use crate::gate::{self, Identity, IDENTITY_HEADERS};
+use crate::gate::{self, Identity};
 use crate::reply::Reply;
 use crate::routes;
+
+/// The most header bytes (names and values) a request may carry; more is 431.
+/// Generous for browsers with many cookies, far below what would hurt.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum()
+}
 
 /// How long a client may take to send the body of a request to an own route.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +41,16 @@ impl GateProxy {
     pub fn new(app: Arc<App>) -> GateProxy {
         GateProxy { app }
     }
+}
+
+/// What `request_filter` decided for a request.
+enum Step {
+    /// Serve one of the gate's own routes.
+    Own(routes::Route),
+    /// Forward upstream as this caller.
+    Forward(Identity),
+    /// Answer locally with this refusal.
+    Refuse(Reply),
 }
 
 /// Per-request state: who the caller of a forwarded request is.
@@ -137,26 +158,43 @@ impl ProxyHttp for GateProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if let Some(route) = routes::own_route(session.req_header().uri.path()) {
-            let reply = self.serve_own(session, route).await;
-            write_reply(session, &reply).await?;
-            return Ok(true);
-        }
-        let header = session.req_header();
-        let decision = gate::check(
-            &self.app,
-            header.method.as_str(),
-            header.uri.path(),
-            &header.headers,
-        )
-        .await;
-        match decision {
-            Ok(identity) => {
+        let step = {
+            let header = session.req_header();
+            if header_bytes(&header.headers) > MAX_HEADER_BYTES {
+                Step::Refuse(Reply::failure(431, "The request headers are too large."))
+            } else {
+                match gate::path::canonical(header.uri.path()) {
+                    Err(_) => {
+                        Step::Refuse(Reply::failure(400, "The path has '.' or '..' segments."))
+                    }
+                    Ok(path) => match routes::own_route(&path) {
+                        Some(route) => Step::Own(route),
+                        None => {
+                            let method = header.method.as_str();
+                            match gate::check(&self.app, method, &path, &header.headers).await {
+                                Ok(identity) => Step::Forward(identity),
+                                Err(rejection) => Step::Refuse(rejection.reply()),
+                            }
+                        }
+                    },
+                }
+            }
+        };
+        match step {
+            Step::Forward(identity) => {
                 ctx.identity = identity;
                 Ok(false)
             }
-            Err(rejection) => {
-                write_reply(session, &rejection.reply()).await?;
+            Step::Own(route) => {
+                let reply = self.serve_own(session, route).await;
+                write_reply(session, &reply).await?;
+                Ok(true)
+            }
+            Step::Refuse(reply) => {
+                if reply.status == 431 {
+                    session.set_keepalive(None);
+                }
+                write_reply(session, &reply).await?;
                 Ok(true)
             }
         }
@@ -175,8 +213,8 @@ impl ProxyHttp for GateProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        for name in IDENTITY_HEADERS {
-            upstream.remove_header(name);
+        for name in gate::spoofable_headers(&upstream.headers) {
+            upstream.remove_header(&name);
         }
         match session.client_addr().and_then(|a| a.as_inet()) {
             Some(addr) => upstream.insert_header("X-Forwarded-For", addr.ip().to_string())?,
@@ -215,6 +253,8 @@ impl ProxyHttp for GateProxy {
         };
         let code = match reply {
             Some(reply) if session.response_written().is_none() => {
+                // The connection is closed after this answer: say so in it.
+                session.set_keepalive(None);
                 if let Err(err) = write_reply(session, &reply).await {
                     log::debug!("could not send the error answer: {err}");
                 }

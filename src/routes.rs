@@ -5,6 +5,7 @@ use http::Method;
 
 use crate::api::{clients, tokens};
 use crate::app::{ApiRequest, App};
+use crate::gate::path::starts_with_ignore_case;
 use crate::oauth::{create_code, introspect, metadata, revoke, token};
 use crate::reply::Reply;
 
@@ -28,39 +29,53 @@ pub enum Route {
     Key(String, String),
 }
 
-/// Which own route a path is, if any. Query strings are not part of `path`;
-/// one trailing slash is ignored, as Tachi's router does.
+/// Which own route a canonical path ([`crate::gate::path::canonical`]) is, if
+/// any. Fixed segments match regardless of case and one trailing slash is
+/// ignored, as in Tachi's router; parameters keep their spelling.
 pub fn own_route(path: &str) -> Option<Route> {
     let path = match path.strip_suffix('/') {
         Some(p) if !p.is_empty() => p,
         _ => path,
     };
-    match path {
-        "/api/v1/oauth/create-code" => return Some(Route::CreateCode),
-        "/api/v1/oauth/token" => return Some(Route::Token),
-        "/api/v1/oauth/revoke" => return Some(Route::Revoke),
-        "/api/v1/oauth/introspect" => return Some(Route::Introspect),
-        "/.well-known/oauth-authorization-server" => return Some(Route::Metadata),
-        "/api/v1/clients" => return Some(Route::Clients),
-        "/api/v1/clients/create" => return Some(Route::CreateClient),
-        _ => {}
+    // Most gated traffic leaves here without further work.
+    if !starts_with_ignore_case(path, "/api/v1/") && !starts_with_ignore_case(path, "/.well-known/")
+    {
+        return None;
     }
-    if let Some(rest) = path.strip_prefix("/api/v1/clients/") {
-        return match rest.split('/').collect::<Vec<_>>().as_slice() {
-            [id] if !id.is_empty() => Some(Route::Client((*id).to_string())),
-            [id, "reset-secret"] if !id.is_empty() => Some(Route::ResetSecret((*id).to_string())),
+    let mut segs = [""; 7];
+    let mut n = 0;
+    for seg in path.split('/').skip(1) {
+        if n == segs.len() {
+            return None;
+        }
+        segs[n] = seg;
+        n += 1;
+    }
+    let is = |i: usize, s: &str| segs[i].eq_ignore_ascii_case(s);
+    let param = |i: usize| Some(segs[i].to_string()).filter(|p| !p.is_empty());
+    if n == 2 && is(0, ".well-known") && is(1, "oauth-authorization-server") {
+        return Some(Route::Metadata);
+    }
+    if !(is(0, "api") && is(1, "v1")) {
+        return None;
+    }
+    match n {
+        4 if is(2, "oauth") => match segs[3].to_ascii_lowercase().as_str() {
+            "create-code" => Some(Route::CreateCode),
+            "token" => Some(Route::Token),
+            "revoke" => Some(Route::Revoke),
+            "introspect" => Some(Route::Introspect),
             _ => None,
-        };
-    }
-    let rest = path.strip_prefix("/api/v1/users/")?;
-    match rest.split('/').collect::<Vec<_>>().as_slice() {
-        [user, "api-tokens"] if !user.is_empty() => Some(Route::Keys((*user).to_string())),
-        [user, "api-tokens", "create"] if !user.is_empty() => {
-            Some(Route::CreateKey((*user).to_string()))
+        },
+        3 if is(2, "clients") => Some(Route::Clients),
+        4 if is(2, "clients") && is(3, "create") => Some(Route::CreateClient),
+        4 if is(2, "clients") => param(3).map(Route::Client),
+        5 if is(2, "clients") && is(4, "reset-secret") => param(3).map(Route::ResetSecret),
+        5 if is(2, "users") && is(4, "api-tokens") => param(3).map(Route::Keys),
+        6 if is(2, "users") && is(4, "api-tokens") && is(5, "create") => {
+            param(3).map(Route::CreateKey)
         }
-        [user, "api-tokens", token] if !user.is_empty() && !token.is_empty() => {
-            Some(Route::Key((*user).to_string(), (*token).to_string()))
-        }
+        6 if is(2, "users") && is(4, "api-tokens") => Some(Route::Key(param(3)?, param(5)?)),
         _ => None,
     }
 }
@@ -130,6 +145,13 @@ mod tests {
             Some(Route::ResetSecret("CI1".into()))
         );
         assert_eq!(own_route("/api/v1/clients/CI1/other"), None);
+        assert_eq!(own_route("/API/V1/OAuth/Token"), Some(Route::Token));
+        assert_eq!(
+            own_route("/Api/v1/Clients/CIab"),
+            Some(Route::Client("CIab".into()))
+        );
+        assert_eq!(own_route("/api/v1/clients//"), None);
+        assert_eq!(own_route("/api/v1/oauth/token/x/y/z/w"), None);
         assert_eq!(own_route("/api/v1/users/1"), None);
         assert_eq!(
             own_route("/api/v1/users/me/api-tokens"),

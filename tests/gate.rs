@@ -365,3 +365,121 @@ async fn a_dead_upstream_gives_502_while_token_exchange_keeps_working() {
         .unwrap();
     assert_eq!(r.status(), 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_and_own_routes_hold_for_every_spelling_of_a_path() {
+    let gate = TestGate::start(POLICIES).await;
+    let (weak, _, _) = gate.issue_key(1, &["customise_profile"]).await;
+    for path in [
+        "/ir/x", "/IR/x", "/Ir/x", "/%69r/x", "/%49R/x", "//ir/x", "/ir//x",
+    ] {
+        let r = gate
+            .http
+            .post(gate.url(path))
+            .bearer_auth(&weak)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    for path in ["/ir/../ir/x", "/x/./ir/x", "/a/%2e%2e/ir/x"] {
+        let req = format!("POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {weak}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let r = raw_request(gate.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.head);
+    }
+    // The gate's own routes are its own in any case, never the upstream's.
+    for path in [
+        "/API/v1/oauth/token",
+        "/api/V1/OAuth/Token",
+        "/api/v1/oauth/token/",
+        "//api/v1/oauth/token",
+    ] {
+        let r = gate
+            .http
+            .post(gate.url(path))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request", "{path}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_foreign_keys_never_pass_a_policy() {
+    let gate = TestGate::start(&format!("[gate]\nunknown_tokens = \"forward\"\n{POLICIES}")).await;
+    let r = gate
+        .http
+        .post(gate.url("/ir/x"))
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"tachi\", error=\"invalid_token\""
+    );
+    let r = gate
+        .http
+        .patch(gate.url("/api/v1/users/me/settings"))
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "require = [] still needs a key the gate knows"
+    );
+    echo_of(
+        gate.http
+            .get(gate.url("/ir/x"))
+            .bearer_auth("made-up")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_and_forwarding_headers_are_stripped() {
+    let gate = TestGate::start("").await;
+    let (key, _, _) = gate.issue_key(4, &["submit_score"]).await;
+    let req = format!(
+        "GET /x HTTP/1.1\r\nHost: t\r\nX_Tachi_User_ID: 1\r\nx_tachi_permissions: delete_score\r\n\
+         Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\nX-Tachi-Other: kept\r\n\
+         Authorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let echo = raw_request(gate.addr, req.as_bytes()).await.json();
+    for h in [
+        "x_tachi_user_id",
+        "x_tachi_permissions",
+        "forwarded",
+        "x-real-ip",
+    ] {
+        assert!(echoed_headers(&echo, h).is_empty(), "{h} leaked: {echo}");
+    }
+    assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["4"]);
+    assert_eq!(echoed_headers(&echo, "x-tachi-other"), vec!["kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_says_the_connection_closes() {
+    let mut gate = TestGate::start("").await;
+    gate.upstream.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let r = gate
+            .http
+            .get(gate.url("/api/v1/users/me"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["connection"], "close");
+    }
+}

@@ -180,7 +180,8 @@ async fn acknowledged_writes_survive_sigkill() {
     assert_eq!(st, 200);
     let last_code = v["body"]["code"].as_str().unwrap().to_string();
 
-    // Kill at once: sled's own background flush would not have run yet.
+    // Kill at once. sled's timer flush is off in the gate, so only the group
+    // commit before each answer can have put these writes on disk.
     p.signal(libc::SIGKILL);
     let (code, _) = p.wait(Duration::from_secs(5));
     assert_eq!(code, None, "killed by a signal");

@@ -245,66 +245,89 @@ pub async fn get(app: &App, id: &str) -> Reply {
 ///
 /// @name PATCH /api/v1/clients/:clientID
 pub async fn patch(app: &App, req: &ApiRequest, id: &str) -> Reply {
-    let mut client = match owned_client(app, req, id).await {
-        Ok(c) => c,
+    if let Err(r) = owned_client(app, req, id).await {
+        return r;
+    }
+    let patch = match ClientPatch::from_request(req) {
+        Ok(p) if p.is_empty() => return Reply::failure(400, "No changes to make."),
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let map = match params(
-        req,
-        &[
-            "name",
-            "apiKeyTemplate",
-            "apiKeyFilename",
-            "webhookUri",
-            "redirectUri",
-        ],
-    ) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let changes = (|| -> Result<bool, Reply> {
-        let mut changed = false;
-        if let Some(name) = map.get("name") {
-            match name {
-                Value::String(s) => {
-                    check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
-                    client.name = s.clone();
-                }
-                _ => {
-                    return Err(Reply::failure(
-                        400,
-                        "Invalid name: expected a string of 3 to 80 characters.",
-                    ))
-                }
+    match app.store.modify_client(id, &|c| patch.apply(c)).await {
+        Ok(Some(client)) => Reply::success("Updated client.", views::client(&client, None)),
+        Ok(None) => Reply::failure(404, NO_SUCH_CLIENT),
+        Err(e) => e.into(),
+    }
+}
+
+/// The changes a PATCH asks for: `None` leaves a field as it is.
+#[derive(Debug, Default)]
+struct ClientPatch {
+    name: Option<String>,
+    api_key_template: Option<Option<String>>,
+    api_key_filename: Option<Option<String>>,
+    webhook_uri: Option<Option<String>>,
+    redirect_uri: Option<Option<String>>,
+}
+
+impl ClientPatch {
+    fn from_request(req: &ApiRequest) -> Result<ClientPatch, Reply> {
+        let map = params(
+            req,
+            &[
+                "name",
+                "apiKeyTemplate",
+                "apiKeyFilename",
+                "webhookUri",
+                "redirectUri",
+            ],
+        )?;
+        let name = match map.get("name") {
+            None => None,
+            Some(Value::String(s)) => {
+                check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
+                Some(s.clone())
             }
-            changed = true;
+            Some(_) => {
+                return Err(Reply::failure(
+                    400,
+                    "Invalid name: expected a string of 3 to 80 characters.",
+                ))
+            }
+        };
+        Ok(ClientPatch {
+            name,
+            api_key_template: optional_string(&map, "apiKeyTemplate", check_template)?,
+            api_key_filename: optional_string(&map, "apiKeyFilename", check_name)?,
+            webhook_uri: optional_string(&map, "webhookUri", check_url)?,
+            redirect_uri: optional_string(&map, "redirectUri", check_url)?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.api_key_template.is_none()
+            && self.api_key_filename.is_none()
+            && self.webhook_uri.is_none()
+            && self.redirect_uri.is_none()
+    }
+
+    fn apply(&self, c: &mut ClientRecord) {
+        if let Some(v) = &self.name {
+            c.name = v.clone();
         }
-        if let Some(v) = optional_string(&map, "apiKeyTemplate", check_template)? {
-            client.api_key_template = v;
-            changed = true;
+        if let Some(v) = &self.api_key_template {
+            c.api_key_template = v.clone();
         }
-        if let Some(v) = optional_string(&map, "apiKeyFilename", check_name)? {
-            client.api_key_filename = v;
-            changed = true;
+        if let Some(v) = &self.api_key_filename {
+            c.api_key_filename = v.clone();
         }
-        if let Some(v) = optional_string(&map, "webhookUri", check_url)? {
-            client.webhook_uri = v;
-            changed = true;
+        if let Some(v) = &self.webhook_uri {
+            c.webhook_uri = v.clone();
         }
-        if let Some(v) = optional_string(&map, "redirectUri", check_url)? {
-            client.redirect_uri = v;
-            changed = true;
+        if let Some(v) = &self.redirect_uri {
+            c.redirect_uri = v.clone();
         }
-        Ok(changed)
-    })();
-    match changes {
-        Ok(false) => Reply::failure(400, "No changes to make."),
-        Ok(true) => match app.store.update_client(&client).await {
-            Ok(true) => Reply::success("Updated client.", views::client(&client, None)),
-            Ok(false) => Reply::failure(404, NO_SUCH_CLIENT),
-            Err(e) => e.into(),
-        },
-        Err(r) => r,
     }
 }
 
@@ -312,18 +335,21 @@ pub async fn patch(app: &App, req: &ApiRequest, id: &str) -> Reply {
 ///
 /// @name POST /api/v1/clients/:clientID/reset-secret
 pub async fn reset_secret(app: &App, req: &ApiRequest, id: &str) -> Reply {
-    let mut client = match owned_client(app, req, id).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    if let Err(r) = owned_client(app, req, id).await {
+        return r;
+    }
     let secret = new_secret();
-    client.secret_hash = hex::encode(digest(&secret));
-    match app.store.update_client(&client).await {
-        Ok(true) => {
+    let hash = hex::encode(digest(&secret));
+    match app
+        .store
+        .modify_client(id, &|c| c.secret_hash = hash.clone())
+        .await
+    {
+        Ok(Some(client)) => {
             log::info!("secret of client {} reset", client.client_id);
             Reply::success("Reset secret.", views::client(&client, Some(&secret)))
         }
-        Ok(false) => Reply::failure(404, NO_SUCH_CLIENT),
+        Ok(None) => Reply::failure(404, NO_SUCH_CLIENT),
         Err(e) => e.into(),
     }
 }

@@ -5,6 +5,7 @@
 //! with [`identity_headers`].
 
 pub mod credentials;
+pub mod path;
 pub mod policy;
 pub mod session;
 
@@ -23,6 +24,24 @@ pub const IDENTITY_HEADERS: [&str; 4] = [
     "x-tachi-client-id",
     "x-tachi-token-id",
 ];
+
+/// Inbound headers that could pass for the gate's word upstream: the identity
+/// headers in any case and with `_` for `-` (CGI-style servers merge the two),
+/// and forwarding headers other than the ones the gate sets afresh.
+pub fn spoofable_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
+    headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            (n.starts_with("x-tachi") || n.starts_with("x_tachi")) && {
+                let dashed = n.replace('_', "-");
+                IDENTITY_HEADERS.contains(&dashed.as_str())
+            } || n == "forwarded"
+                || n == "x-real-ip"
+        })
+        .cloned()
+        .collect()
+}
 
 /// The `realm` of the gate's `WWW-Authenticate` challenges.
 const REALM: &str = "tachi";
@@ -150,8 +169,10 @@ pub async fn check(
                 ))
             }
         }
-        // The upstream judges keys it issued itself.
-        Identity::ForeignKey => Ok(Identity::ForeignKey),
+        // A key the gate never issued cannot prove any permission, and a made-up
+        // one must not get a guest past a policy: `forward` applies only where
+        // no policy does.
+        Identity::ForeignKey => Err(Rejection::UnknownKey),
         Identity::Guest | Identity::Session => match cookie_header(headers) {
             None => Err(Rejection::NotAuthorised),
             Some(cookie) => match app.session_user(&cookie).await {
@@ -235,6 +256,40 @@ mod tests {
             ]
         );
         assert!(identity_headers(&Identity::Session).is_empty());
+    }
+
+    #[test]
+    fn spoofable_headers_include_underscore_spellings() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-tachi-user-id",
+            "X_Tachi_User_ID",
+            "x-tachi-permissions",
+            "forwarded",
+            "x-real-ip",
+            "x-tachi-other",
+            "accept",
+        ] {
+            h.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "1".parse().unwrap(),
+            );
+        }
+        let mut names: Vec<String> = spoofable_headers(&h)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "forwarded",
+                "x-real-ip",
+                "x-tachi-permissions",
+                "x-tachi-user-id",
+                "x_tachi_user_id"
+            ]
+        );
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! `[[gate.policy]]`: which requests need which permissions. First match wins.
 
+use super::path::starts_with_ignore_case;
 use crate::config::Policy;
 
-/// The first policy that applies to this method and path.
+/// The first policy that applies to this method and canonical path
+/// ([`super::path::canonical`]); prefixes match regardless of case, as
+/// Tachi's router does.
 pub fn first_match<'a>(policies: &'a [Policy], method: &str, path: &str) -> Option<&'a Policy> {
     policies.iter().find(|p| {
-        path.starts_with(p.path_prefix.as_str())
+        starts_with_ignore_case(path, &p.path_prefix)
             && (p.methods.is_empty() || p.methods.iter().any(|m| m == method))
     })
 }
@@ -46,6 +49,7 @@ mod tests {
         );
         assert!(first_match(&ps, "GET", "/ir/x").unwrap().require.is_empty());
         assert!(first_match(&ps, "GET", "/api/v1/users").is_none());
+        assert!(first_match(&ps, "POST", "/IR/direct-manual").is_some());
     }
 
     #[test]

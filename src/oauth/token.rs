@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use crate::app::{ApiRequest, App};
 use crate::body::{self, Format};
 use crate::reply::Reply;
-use crate::store::{digest, now_ms, ClientRecord, CodeRecord, KeyRecord, Redeem};
+use crate::store::{digest, now_ms, ClientRecord, CodeRecord, Digest, KeyRecord, Redeem};
 use crate::views;
 
 use super::client_auth::{
@@ -165,17 +165,8 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     let Some(record) = app.store.code(&code_hash).await? else {
         return Err(refuse(Failure::BadCode, "This code does not exist."));
     };
-    if let Some(spent) = &record.redeemed {
-        // RFC 6749 §4.1.2: a replayed code revokes what it produced. Only the
-        // client that spent it may trigger that, so nobody else can revoke its keys.
-        if spent.client_id == client.client_id {
-            let revoked = app.store.revoke_code_keys(&code_hash).await?;
-            log::warn!(
-                "code replayed by client {}: {revoked} key(s) issued from it revoked",
-                client.client_id
-            );
-        }
-        return Err(refuse(Failure::BadCode, "This code has already been used."));
+    if record.redeemed.is_some() {
+        return Err(replayed(app, &code_hash, &record, &client).await);
     }
     check_code(&record, &client, params.code_verifier.as_deref(), now)?;
 
@@ -192,7 +183,16 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         .await?
     {
         Redeem::Issued => {}
-        Redeem::Lost => return Err(refuse(Failure::BadCode, "This code has already been used.")),
+        // Spent (or expired) between the read above and the exchange: answer
+        // exactly as if the read had already seen it spent.
+        Redeem::Lost => {
+            return Err(match app.store.code(&code_hash).await? {
+                Some(now_spent) if now_spent.redeemed.is_some() => {
+                    replayed(app, &code_hash, &now_spent, &client).await
+                }
+                _ => refuse(Failure::BadCode, "This code does not exist."),
+            })
+        }
     }
     log::info!(
         "issued key {} for user {} through client {}",
@@ -201,6 +201,31 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         client.client_id
     );
     Ok(success(&minted.key, &minted.record))
+}
+
+/// A spent code presented again. RFC 6749 §4.1.2: the key it produced is
+/// revoked. Only the client that spent it can trigger that, so no one else can
+/// revoke its keys by learning a used code.
+async fn replayed(
+    app: &App,
+    code_hash: &Digest,
+    record: &CodeRecord,
+    client: &ClientRecord,
+) -> Outcome {
+    let by_spender = record
+        .redeemed
+        .as_ref()
+        .is_some_and(|spent| spent.client_id == client.client_id);
+    if by_spender {
+        match app.store.revoke_code_keys(code_hash).await {
+            Ok(revoked) => log::warn!(
+                "code replayed by client {}: {revoked} key(s) issued from it revoked",
+                client.client_id
+            ),
+            Err(e) => return e.into(),
+        }
+    }
+    refuse(Failure::BadCode, "This code has already been used.")
 }
 
 fn success(key: &str, record: &KeyRecord) -> Reply {

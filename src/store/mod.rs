@@ -71,6 +71,9 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// A change to a client record, for [`Store::modify_client`].
+pub type ClientChange<'a> = dyn Fn(&mut ClientRecord) + Send + Sync + 'a;
+
 /// The outcome of [`Store::insert_client`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientInsert {
@@ -119,9 +122,14 @@ pub trait Store: Send + Sync + 'static {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
     /// The clients `user_id` created, oldest first.
     async fn clients_of(&self, user_id: u64) -> Result<Vec<ClientRecord>, StoreError>;
-    /// Replaces an existing client's record; `false` when it no longer exists.
-    /// The author and client ID never change.
-    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError>;
+    /// Changes a client atomically (concurrent changes never undo each other);
+    /// the new record, or `None` when the client no longer exists. `change`
+    /// may run more than once and cannot alter the client ID or author.
+    async fn modify_client(
+        &self,
+        client_id: &str,
+        change: &ClientChange<'_>,
+    ) -> Result<Option<ClientRecord>, StoreError>;
     /// Deletes a client and every key issued through it; the number of keys
     /// removed, or `None` when there was no such client.
     async fn delete_client(&self, client_id: &str) -> Result<Option<usize>, StoreError>;

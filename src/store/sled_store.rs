@@ -18,7 +18,6 @@
 //! leaves an index and its record disagreeing.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -29,8 +28,8 @@ use sled::transaction::{
 use sled::Transactional;
 
 use super::{
-    ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, ImportCounts, KeyInsert,
-    KeyRecord, Redeem, Redemption, Store, StoreError,
+    ClientChange, ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, ImportCounts,
+    KeyInsert, KeyRecord, Redeem, Redemption, Store, StoreError,
 };
 
 /// How long a spent code is remembered after its exchange, so that a replay
@@ -52,10 +51,10 @@ pub struct SledStore {
     commit: GroupCommit,
     /// Serialises creations checked against existing records (the client cap,
     /// one key per client), so the checks hold under concurrency.
-    creation: Mutex<()>,
-    /// Exchanges hold it shared, client deletion exclusively: a key can then
+    creation: tokio::sync::Mutex<()>,
+    /// Key creation holds it shared, client deletion exclusively: a key can then
     /// never be minted for a client between the scan of its keys and its removal.
-    client_keys: RwLock<()>,
+    client_keys: tokio::sync::RwLock<()>,
 }
 
 /// The ways opening a store fails, each worded for the operator.
@@ -79,7 +78,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
+            // No timer flushes: every acknowledged change is flushed by the
+            // group commit before its answer, and nothing else needs to be.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(path, e))?;
         let tree = |name: &str| {
@@ -102,8 +103,8 @@ impl SledStore {
             keys_by_user: tree("keys_by_user")?,
             db,
             commit,
-            creation: Mutex::new(()),
-            client_keys: RwLock::new(()),
+            creation: tokio::sync::Mutex::new(()),
+            client_keys: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -276,10 +277,7 @@ impl Store for SledStore {
         cap: usize,
     ) -> Result<ClientInsert, StoreError> {
         {
-            let _guard = self
-                .creation
-                .lock()
-                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let _guard = self.creation.lock().await;
             let owned = self
                 .clients_by_user
                 .scan_prefix(user_prefix(client.author))
@@ -323,22 +321,24 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError> {
-        let value = encode(client)?;
+    async fn modify_client(
+        &self,
+        client_id: &str,
+        change: &ClientChange<'_>,
+    ) -> Result<Option<ClientRecord>, StoreError> {
         let updated = tx_result(self.clients.transaction(|clients| {
-            let Some(old) = clients.get(client.client_id.as_bytes())? else {
-                return Ok(false);
+            let Some(old) = clients.get(client_id.as_bytes())? else {
+                return Ok(None);
             };
-            let old: ClientRecord = tx_decode(&old)?;
-            if old.author != client.author {
-                return Err(ConflictableTransactionError::Abort(StoreError(
-                    "a client's author cannot change".into(),
-                )));
-            }
-            clients.insert(client.client_id.as_bytes(), value.clone())?;
-            Ok(true)
+            let mut record: ClientRecord = tx_decode(&old)?;
+            let (id, author) = (record.client_id.clone(), record.author);
+            change(&mut record);
+            record.client_id = id;
+            record.author = author;
+            clients.insert(client_id.as_bytes(), tx_encode(&record)?)?;
+            Ok(Some(record))
         }))?;
-        if updated {
+        if updated.is_some() {
             self.commit.durable().await?;
         }
         Ok(updated)
@@ -346,10 +346,7 @@ impl Store for SledStore {
 
     async fn delete_client(&self, client_id: &str) -> Result<Option<usize>, StoreError> {
         let removed = {
-            let _exclusive = self
-                .client_keys
-                .write()
-                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let _exclusive = self.client_keys.write().await;
             let prefix = client_prefix(client_id);
             let mut hashes = Vec::new();
             for entry in self.keys_by_client.scan_prefix(&prefix) {
@@ -424,10 +421,7 @@ impl Store for SledStore {
     ) -> Result<Redeem, StoreError> {
         let client_id = record.from_client.clone().unwrap_or_default();
         let outcome = {
-            let _shared = self
-                .client_keys
-                .read()
-                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let _shared = self.client_keys.read().await;
             tx_result(
                 (
                     &self.clients,
@@ -501,14 +495,20 @@ impl Store for SledStore {
         for entry in self.code_purge.range(..&end[..]) {
             let (k, _) = entry?;
             let code = &k[8..];
-            tx_result(
-                (&self.codes, &self.code_purge).transaction(|(codes, purge)| {
+            let removed = tx_result((&self.codes, &self.code_purge).transaction(
+                |(codes, purge)| {
+                    // An exchange may have re-scheduled this code since the scan:
+                    // then its entry is gone and the code must stay.
+                    if purge.remove(&k)?.is_none() {
+                        return Ok(false);
+                    }
                     codes.remove(code)?;
-                    purge.remove(&k)?;
-                    Ok(())
-                }),
-            )?;
-            n += 1;
+                    Ok(true)
+                },
+            ))?;
+            if removed {
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -548,10 +548,7 @@ impl Store for SledStore {
         one_per_client: bool,
     ) -> Result<KeyInsert, StoreError> {
         let outcome = {
-            let _guard = self
-                .creation
-                .lock()
-                .map_err(|_| StoreError("creation lock poisoned".into()))?;
+            let _guard = self.creation.lock().await;
             if let (true, Some(client)) = (one_per_client, &record.from_client) {
                 let existing = self.keys_under(&self.keys_by_user, &user_prefix(record.user_id))?;
                 if existing
@@ -561,10 +558,7 @@ impl Store for SledStore {
                     return Ok(KeyInsert::ClientKeyExists);
                 }
             }
-            let _shared = self
-                .client_keys
-                .read()
-                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let _shared = self.client_keys.read().await;
             tx_result(
                 (
                     &self.clients,
@@ -640,10 +634,7 @@ impl Store for SledStore {
     ) -> Result<ImportCounts, StoreError> {
         let mut counts = ImportCounts::default();
         {
-            let _guard = self
-                .creation
-                .lock()
-                .map_err(|_| StoreError("creation lock poisoned".into()))?;
+            let _guard = self.creation.lock().await;
             for client in clients {
                 let value = encode(client)?;
                 let added = tx_result((&self.clients, &self.clients_by_user).transaction(
@@ -665,10 +656,7 @@ impl Store for SledStore {
                     counts.clients_present += 1;
                 }
             }
-            let _shared = self
-                .client_keys
-                .read()
-                .map_err(|_| StoreError("client lock poisoned".into()))?;
+            let _shared = self.client_keys.read().await;
             for (hash, record) in keys {
                 let added = tx_result(
                     (
@@ -889,6 +877,35 @@ mod tests {
         assert_eq!(s.keys_by_user.len(), 1);
         assert_eq!(s.clients_by_user.len(), 1);
         assert_eq!(s.delete_client("CI1").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_client_changes_never_undo_each_other() {
+        let (_d, s) = open();
+        let s = Arc::new(s);
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.modify_client("CI1", &|c| c.name.push('x')).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().is_some());
+        }
+        let c = s.client("CI1").await.unwrap().unwrap();
+        assert_eq!(c.name, format!("App{}", "x".repeat(20)));
+        // The ID and author cannot be changed through it.
+        let after = s
+            .modify_client("CI1", &|c| {
+                c.author = 99;
+                c.client_id = "CIother".into();
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((after.author, after.client_id.as_str()), (1, "CI1"));
+        assert!(s.modify_client("CInope", &|_| {}).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,112 @@
+//! One canonical form of the request path for every decision the gate makes.
+//!
+//! Tachi's router (Express) matches paths case-insensitively, so `/IR/x`
+//! reaches the same handler as `/ir/x`; other upstreams decode escapes or
+//! merge slashes. If the gate matched the raw path, such spellings would slip
+//! past its own routes and policies. So decisions use this canonical form:
+//! escapes of unreserved characters decoded, runs of `/` merged, and dot
+//! segments refused outright. Callers compare it case-insensitively. The
+//! request itself is forwarded unchanged.
+
+use std::borrow::Cow;
+
+/// A path that the gate will not interpret (it has `.` or `..` segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DotSegments;
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The canonical form of `path` (without its query string).
+pub fn canonical(path: &str) -> Result<Cow<'_, str>, DotSegments> {
+    let bytes = path.as_bytes();
+    let simple = !bytes.contains(&b'%') && !path.contains("//");
+    let out: Cow<'_, str> = if simple {
+        Cow::Borrowed(path)
+    } else {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' && i + 2 < bytes.len() {
+                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    let decoded = h * 16 + l;
+                    if unreserved(decoded) {
+                        out.push(decoded);
+                        i += 3;
+                        continue;
+                    }
+                }
+            }
+            if b == b'/' && out.last() == Some(&b'/') {
+                i += 1;
+                continue;
+            }
+            out.push(b);
+            i += 1;
+        }
+        // Only ASCII was decoded and nothing else changed, so this stays UTF-8.
+        Cow::Owned(String::from_utf8(out).map_err(|_| DotSegments)?)
+    };
+    if out.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(DotSegments);
+    }
+    Ok(out)
+}
+
+/// Whether `path` starts with `prefix`, ignoring ASCII case.
+pub fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_are_borrowed_unchanged() {
+        assert!(matches!(
+            canonical("/ir/direct-manual"),
+            Ok(Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn escapes_of_unreserved_characters_are_decoded() {
+        assert_eq!(canonical("/%69r/x").unwrap(), "/ir/x");
+        assert_eq!(canonical("/%49R/x").unwrap(), "/IR/x");
+        assert_eq!(
+            canonical("/a%2Fb").unwrap(),
+            "/a%2Fb",
+            "an escaped slash stays"
+        );
+        assert_eq!(canonical("/a%zz").unwrap(), "/a%zz");
+        assert_eq!(canonical("/a%4").unwrap(), "/a%4");
+    }
+
+    #[test]
+    fn slashes_are_merged() {
+        assert_eq!(canonical("//ir///x").unwrap(), "/ir/x");
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        assert_eq!(canonical("/a/../ir/x"), Err(DotSegments));
+        assert_eq!(canonical("/a/./x"), Err(DotSegments));
+        assert_eq!(canonical("/a/%2e%2E/x"), Err(DotSegments));
+        assert_eq!(canonical("/a/.."), Err(DotSegments));
+        assert!(canonical("/a/.well-known/x").is_ok());
+    }
+
+    #[test]
+    fn prefix_comparison_ignores_case() {
+        assert!(starts_with_ignore_case("/IR/Direct", "/ir/"));
+        assert!(!starts_with_ignore_case("/i", "/ir/"));
+    }
+}
