@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::{only_fields, permission_list};
 use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
@@ -24,10 +25,7 @@ fn valid_url(s: &str) -> bool {
 /// The JSON body as an object, refusing keys outside `allowed`.
 fn params(req: &ApiRequest, allowed: &[&str]) -> Result<Map<String, Value>, Reply> {
     let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let shown: String = k.chars().take(60).collect();
-        return Err(Reply::failure(400, format!("Unexpected field '{shown}'.")));
-    }
+    only_fields(&map, allowed)?;
     Ok(map)
 }
 
@@ -151,18 +149,28 @@ pub async fn create(app: &App, req: &ApiRequest) -> Reply {
     }
 }
 
+/// The fields a new client is made from.
+pub const CLIENT_FIELDS: [&str; 6] = [
+    "name",
+    "redirectUri",
+    "webhookUri",
+    "apiKeyTemplate",
+    "apiKeyFilename",
+    "permissions",
+];
+
 fn build_client(app: &App, req: &ApiRequest, author: u64) -> Result<(ClientRecord, String), Reply> {
-    let map = params(
-        req,
-        &[
-            "name",
-            "redirectUri",
-            "webhookUri",
-            "apiKeyTemplate",
-            "apiKeyFilename",
-            "permissions",
-        ],
-    )?;
+    let map = params(req, &CLIENT_FIELDS)?;
+    new_client(&map, &app.config.oauth.permissions, author)
+}
+
+/// Validates a new client with Tachi's rules and makes its ID and secret.
+/// Fields outside [`CLIENT_FIELDS`] are the caller's to refuse.
+pub fn new_client(
+    map: &Map<String, Value>,
+    known: &[String],
+    author: u64,
+) -> Result<(ClientRecord, String), Reply> {
     let name = match map.get("name") {
         Some(Value::String(s)) => {
             check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
@@ -175,36 +183,11 @@ fn build_client(app: &App, req: &ApiRequest, author: u64) -> Result<(ClientRecor
             ))
         }
     };
-    let redirect_uri = optional_string(&map, "redirectUri", check_url)?.flatten();
-    let webhook_uri = optional_string(&map, "webhookUri", check_url)?.flatten();
-    let api_key_template = optional_string(&map, "apiKeyTemplate", check_template)?.flatten();
-    let api_key_filename = optional_string(&map, "apiKeyFilename", any_string)?.flatten();
-    let known = &app.config.oauth.permissions;
-    let Some(Value::Array(list)) = map.get("permissions") else {
-        return Err(Reply::failure(
-            400,
-            "Invalid permissions: expected an array of permission names.",
-        ));
-    };
-    let mut permissions: Vec<String> = Vec::new();
-    for p in list {
-        match p.as_str() {
-            Some(p) if known.iter().any(|k| k == p) => {
-                if !permissions.iter().any(|q| q == p) {
-                    permissions.push(p.to_string());
-                }
-            }
-            _ => {
-                return Err(Reply::failure(
-                    400,
-                    format!(
-                        "Invalid permissions: each must be one of {}.",
-                        known.join(", ")
-                    ),
-                ))
-            }
-        }
-    }
+    let redirect_uri = optional_string(map, "redirectUri", check_url)?.flatten();
+    let webhook_uri = optional_string(map, "webhookUri", check_url)?.flatten();
+    let api_key_template = optional_string(map, "apiKeyTemplate", check_template)?.flatten();
+    let api_key_filename = optional_string(map, "apiKeyFilename", any_string)?.flatten();
+    let permissions = permission_list(map.get("permissions"), known)?;
     if permissions.is_empty() {
         return Err(Reply::failure(
             400,

@@ -2,12 +2,13 @@
 //! them (SPEC §4, API keys). Only the user's own browser session may use
 //! these routes; API keys never can.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use super::{only_fields, permission_list};
 use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
-use crate::store::{digest, now_ms, KeyInsert, KeyRecord};
+use crate::store::{digest, now_ms, Digest, KeyInsert, KeyRecord};
 use crate::views;
 
 const NOT_BY_KEY: &str =
@@ -54,33 +55,28 @@ pub async fn list(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
     }
 }
 
-/// What a create request asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Wanted {
+/// What a key creation asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRequest {
+    /// A key with a client's permissions, tied to that client.
     FromClient(String),
+    /// A key with chosen permissions and name.
     Custom {
         identifier: String,
         permissions: Vec<String>,
     },
 }
 
-/// Validates `{clientID}` or `{permissions, identifier}`, not both.
-fn wanted(req: &ApiRequest, known: &[String]) -> Result<Wanted, Reply> {
-    let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
-    if let Some(k) = map
-        .keys()
-        .find(|k| !["clientID", "permissions", "identifier"].contains(&k.as_str()))
-    {
-        let shown: String = k.chars().take(60).collect();
-        return Err(Reply::failure(400, format!("Unexpected field '{shown}'.")));
-    }
+/// Validates `{clientID}` or `{permissions, identifier}`, not both. Other
+/// fields are the caller's to refuse.
+pub fn key_request(map: &Map<String, Value>, known: &[String]) -> Result<KeyRequest, Reply> {
     let custom = map.contains_key("permissions") || map.contains_key("identifier");
     match (map.get("clientID"), custom) {
         (Some(_), true) => Err(Reply::failure(
             400,
             "Send either clientID, or permissions and identifier, not both.",
         )),
-        (Some(Value::String(id)), false) => Ok(Wanted::FromClient(id.clone())),
+        (Some(Value::String(id)), false) => Ok(KeyRequest::FromClient(id.clone())),
         (Some(_), false) => Err(Reply::failure(400, "clientID must be a string.")),
         (None, false) => Err(Reply::failure(
             400,
@@ -96,33 +92,61 @@ fn wanted(req: &ApiRequest, known: &[String]) -> Result<Wanted, Reply> {
                     ))
                 }
             };
-            let Some(Value::Array(list)) = map.get("permissions") else {
-                return Err(Reply::failure(
-                    400,
-                    "permissions must be an array of permission names.",
-                ));
-            };
-            let mut permissions = Vec::with_capacity(list.len());
-            for p in list {
-                match p.as_str() {
-                    Some(p) if known.iter().any(|k| k == p) => permissions.push(p.to_string()),
-                    _ => {
-                        return Err(Reply::failure(
-                            400,
-                            format!(
-                                "Invalid permissions: each must be one of {}.",
-                                known.join(", ")
-                            ),
-                        ))
-                    }
-                }
-            }
-            Ok(Wanted::Custom {
+            let permissions = permission_list(map.get("permissions"), known)?;
+            Ok(KeyRequest::Custom {
                 identifier,
                 permissions,
             })
         }
     }
+}
+
+/// Makes and stores a key for `user` (one per client), answering it once.
+pub async fn create_key(app: &App, user: u64, request: KeyRequest) -> Reply {
+    let minted = match request {
+        KeyRequest::FromClient(id) => match app.store.client(&id).await {
+            Ok(Some(client)) => KeyRecord::mint(
+                user,
+                format!("{} Token", client.name),
+                &client.requested_permissions,
+                Some(client.client_id),
+                now_ms(),
+            ),
+            Ok(None) => return Reply::failure(404, "This client does not exist."),
+            Err(e) => return e.into(),
+        },
+        KeyRequest::Custom {
+            identifier,
+            permissions,
+        } => KeyRecord::mint(user, identifier, &permissions, None, now_ms()),
+    };
+    match app
+        .store
+        .insert_key(&minted.digest, &minted.record, true)
+        .await
+    {
+        Ok(KeyInsert::Inserted) => {
+            log::info!("created key {} for user {user}", minted.record.token_id);
+            Reply::success(
+                "Successfully created new API Token.",
+                views::key(&minted.record, Some(&minted.key)),
+            )
+        }
+        Ok(KeyInsert::ClientKeyExists) => {
+            Reply::failure(409, "This user already has an API key for this client.")
+        }
+        Ok(KeyInsert::NoSuchClient) => Reply::failure(404, "This client does not exist."),
+        Err(e) => e.into(),
+    }
+}
+
+/// Finds a key by its token ID or its value.
+pub async fn find_key(app: &App, token: &str) -> Result<Option<(Digest, KeyRecord)>, Reply> {
+    if let Some(found) = app.store.key_by_token_id(token).await? {
+        return Ok(Some(found));
+    }
+    let d = digest(token);
+    Ok(app.store.key(&d).await?.map(|k| (d, k)))
 }
 
 /// Creates a key for the user, either with chosen permissions or with the
@@ -134,44 +158,15 @@ pub async fn create(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
         Ok(u) => u,
         Err(r) => return r,
     };
-    let wanted = match wanted(req, &app.config.oauth.permissions) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let minted = match wanted {
-        Wanted::FromClient(id) => match app.store.client(&id).await {
-            Ok(Some(client)) => KeyRecord::mint(
-                user,
-                format!("{} Token", client.name),
-                &client.requested_permissions,
-                Some(client.client_id),
-                now_ms(),
-            ),
-            Ok(None) => return Reply::failure(404, "This client does not exist."),
-            Err(e) => return e.into(),
-        },
-        Wanted::Custom {
-            identifier,
-            permissions,
-        } => KeyRecord::mint(user, identifier, &permissions, None, now_ms()),
-    };
-    match app
-        .store
-        .insert_key(&minted.digest, &minted.record, true)
-        .await
-    {
-        Ok(KeyInsert::Inserted) => {
-            log::info!("user {user} created key {}", minted.record.token_id);
-            Reply::success(
-                "Successfully created new API Token.",
-                views::key(&minted.record, Some(&minted.key)),
-            )
-        }
-        Ok(KeyInsert::ClientKeyExists) => {
-            Reply::failure(409, "You already have an API key for this client.")
-        }
-        Ok(KeyInsert::NoSuchClient) => Reply::failure(404, "This client does not exist."),
-        Err(e) => e.into(),
+    let request = body::object(req.content_type(), &req.body)
+        .map_err(|e| e.reply())
+        .and_then(|(_, map)| {
+            only_fields(&map, &["clientID", "permissions", "identifier"])?;
+            key_request(&map, &app.config.oauth.permissions)
+        });
+    match request {
+        Ok(request) => create_key(app, user, request).await,
+        Err(r) => r,
     }
 }
 
@@ -183,16 +178,9 @@ pub async fn delete(app: &App, req: &ApiRequest, user_param: &str, token: &str) 
         Ok(u) => u,
         Err(r) => return r,
     };
-    let found = match app.store.key_by_token_id(token).await {
-        Ok(Some(found)) => Some(found),
-        Ok(None) => {
-            let d = digest(token);
-            match app.store.key(&d).await {
-                Ok(k) => k.map(|k| (d, k)),
-                Err(e) => return e.into(),
-            }
-        }
-        Err(e) => return e.into(),
+    let found = match find_key(app, token).await {
+        Ok(f) => f,
+        Err(r) => return r,
     };
     let Some((hash, record)) = found.filter(|(_, k)| k.user_id == user) else {
         return Reply::failure(404, "This key does not exist.");
