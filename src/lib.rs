@@ -2,11 +2,14 @@
 //! Tachi's OAuth2 flow from its own store and checks API keys on all other
 //! traffic. See README.md for the operator's view and SPEC.md for the contract.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod gate;
+pub mod import;
 pub mod oauth;
 pub mod proxy;
 pub mod reply;

@@ -1,10 +1,14 @@
-//! The `tachi-gate` binary: parse the command line, load the configuration, run.
+//! The `tachi-gate` binary: parse the command line, load the configuration,
+//! then serve, or carry out one operator command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use pingora::server::RunArgs;
+use serde_json::{json, Map, Value};
+use tachi_gate::admin::{AdminOp, KeyOwner};
+use tachi_gate::cli;
 use tachi_gate::config::{Config, Overrides};
 use tachi_gate::server::Gate;
 
@@ -26,22 +30,169 @@ struct Cli {
     /// Keep the store in this directory.
     #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Act through a running gate's admin API at this URL (token from
+    /// TACHI_GATE_ADMIN_TOKEN) instead of opening the store.
+    #[arg(long, global = true, value_name = "URL")]
+    admin: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gate (the default).
     Serve,
+    /// Manage API clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Import Tachi's api-clients and api-tokens collections (mongoexport files).
+    Import {
+        /// The api-clients export.
+        #[arg(long, value_name = "FILE")]
+        clients: Option<PathBuf>,
+        /// The api-tokens export.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// List clients, all or one user's.
+    List {
+        #[arg(long, value_name = "USER_ID")]
+        author: Option<u64>,
+    },
+    /// Create a client; its secret is printed once.
+    Create(NewClient),
+    /// Delete a client and every key issued through it.
+    Delete { client_id: String },
+}
+
+#[derive(Debug, Args)]
+struct NewClient {
+    #[arg(long)]
+    name: String,
+    /// The user who owns the client.
+    #[arg(long, value_name = "USER_ID")]
+    author: u64,
+    /// Comma-separated permission names.
+    #[arg(long, value_delimiter = ',', required = true)]
+    permissions: Vec<String>,
+    #[arg(long, value_name = "URL")]
+    redirect_uri: Option<String>,
+    #[arg(long, value_name = "URL")]
+    webhook_uri: Option<String>,
+    #[arg(long)]
+    api_key_template: Option<String>,
+    #[arg(long)]
+    api_key_filename: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List a user's keys or a client's keys (never the keys themselves).
+    List {
+        #[arg(
+            long,
+            value_name = "USER_ID",
+            conflicts_with = "client",
+            required_unless_present = "client"
+        )]
+        user: Option<u64>,
+        #[arg(long, value_name = "CLIENT_ID")]
+        client: Option<String>,
+    },
+    /// Create a key for a user; it is printed once.
+    Create {
+        #[arg(long, value_name = "USER_ID")]
+        user: u64,
+        /// Give the key this client's permissions (one key per client and user).
+        #[arg(long, value_name = "CLIENT_ID", conflicts_with_all = ["permissions", "identifier"])]
+        client: Option<String>,
+        /// Comma-separated permission names.
+        #[arg(long, value_delimiter = ',', requires = "identifier")]
+        permissions: Vec<String>,
+        /// A name for the key.
+        #[arg(long)]
+        identifier: Option<String>,
+    },
+    /// Revoke one key (by token ID or value), or every key of a user.
+    Revoke {
+        #[arg(value_name = "TOKEN_ID_OR_KEY", required_unless_present = "user")]
+        token: Option<String>,
+        #[arg(long, value_name = "USER_ID", conflicts_with = "token")]
+        user: Option<u64>,
+    },
+}
+
+fn client_fields(c: NewClient) -> (u64, Map<String, Value>) {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(c.name));
+    m.insert("permissions".into(), json!(c.permissions));
+    m.insert("redirectUri".into(), json!(c.redirect_uri));
+    m.insert("webhookUri".into(), json!(c.webhook_uri));
+    m.insert("apiKeyTemplate".into(), json!(c.api_key_template));
+    m.insert("apiKeyFilename".into(), json!(c.api_key_filename));
+    (c.author, m)
+}
+
+/// The admin operation a command asks for.
+fn operation(command: Command, config: &Config) -> Result<AdminOp, String> {
+    Ok(match command {
+        Command::Serve => return Err("serve is not an operator command".into()),
+        Command::Clients(ClientsCommand::List { author }) => AdminOp::ListClients { author },
+        Command::Clients(ClientsCommand::Create(c)) => {
+            let (author, fields) = client_fields(c);
+            AdminOp::CreateClient { author, fields }
+        }
+        Command::Clients(ClientsCommand::Delete { client_id }) => AdminOp::DeleteClient(client_id),
+        Command::Keys(KeysCommand::List { user, client }) => match (user, client) {
+            (Some(u), _) => AdminOp::ListKeys(KeyOwner::User(u)),
+            (None, Some(c)) => AdminOp::ListKeys(KeyOwner::Client(c)),
+            (None, None) => return Err("keys list needs --user or --client".into()),
+        },
+        Command::Keys(KeysCommand::Create {
+            user,
+            client,
+            permissions,
+            identifier,
+        }) => {
+            let mut request = Map::new();
+            match client {
+                Some(c) => {
+                    request.insert("clientID".into(), json!(c));
+                }
+                None => {
+                    request.insert("permissions".into(), json!(permissions));
+                    request.insert("identifier".into(), json!(identifier.unwrap_or_default()));
+                }
+            }
+            AdminOp::CreateKey { user, request }
+        }
+        Command::Keys(KeysCommand::Revoke { token, user }) => match (token, user) {
+            (_, Some(u)) => AdminOp::RevokeUser(u),
+            (Some(t), None) => AdminOp::RevokeKey(t),
+            (None, None) => return Err("keys revoke needs a key or --user".into()),
+        },
+        Command::Import { clients, tokens } => cli::import_op(
+            clients.as_deref(),
+            tokens.as_deref(),
+            &config.oauth.permissions,
+        )?,
+    })
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora_core=warn,pingora_proxy=warn"),
-    )
-    .init();
     let cli = Cli::parse();
-    // `serve` is the only command, and the default.
-    let (Some(Command::Serve) | None) = cli.command;
+    // The gate logs its work; an operator command prints only its answer.
+    let default_level = match cli.command {
+        None | Some(Command::Serve) => "info,pingora_core=warn,pingora_proxy=warn",
+        Some(_) => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     let overrides = Overrides {
         listen: cli.listen,
         upstream: cli.upstream,
@@ -54,6 +205,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.command {
+        None | Some(Command::Serve) => serve(config),
+        Some(command) => {
+            let outcome = operation(command, &config).and_then(|op| match &cli.admin {
+                Some(url) => cli::run_remote(url, std::env::var("TACHI_GATE_ADMIN_TOKEN").ok(), op),
+                None => cli::run_direct(config, op),
+            });
+            match outcome {
+                Ok((description, body)) => {
+                    eprintln!("{description}");
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&body).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tachi-gate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
     let listen: Vec<String> = config.listen.iter().map(|a| a.to_string()).collect();
     let gate = match Gate::build(config) {
         Ok(g) => g,

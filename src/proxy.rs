@@ -77,7 +77,7 @@ pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
 }
 
 /// Reads the body of a request to an own route, within the size and time limits.
-async fn read_body(session: &mut Session) -> std::result::Result<Bytes, BodyError> {
+pub(crate) async fn read_body(session: &mut Session) -> std::result::Result<Bytes, BodyError> {
     let req = session.req_header();
     if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
         let len: usize = len

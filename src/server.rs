@@ -10,6 +10,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
+use crate::admin::service::AdminProxy;
 use crate::app::App;
 use crate::config::Config;
 use crate::proxy::GateProxy;
@@ -62,7 +63,7 @@ impl Gate {
     /// the server. Nothing is served until [`Gate::run`].
     pub fn build(config: Config) -> Result<Gate, StartError> {
         let store = Arc::new(SledStore::open(&config.store_path).map_err(|e| StartError(e.0))?);
-        for addr in &config.listen {
+        for addr in config.listen.iter().chain(&config.admin_listen) {
             // Pingora would only log a failed bind and serve nothing: check first.
             std::net::TcpListener::bind(addr)
                 .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
@@ -83,13 +84,22 @@ impl Gate {
         let app = Arc::new(App::new(config.clone(), store.clone() as Arc<dyn Store>));
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
-            GateProxy::new(app),
+            GateProxy::new(app.clone()),
             "tachi-gate",
         );
         for addr in &config.listen {
             proxy.add_tcp(&addr.to_string());
         }
         server.add_service(proxy);
+        if let Some(addr) = config.admin_listen {
+            let mut admin = pingora::proxy::http_proxy_service_with_name(
+                &server.configuration,
+                AdminProxy::new(app),
+                "tachi-gate admin",
+            );
+            admin.add_tcp(&addr.to_string());
+            server.add_service(admin);
+        }
         let every = config.oauth.code_ttl.min(Duration::from_secs(60));
         server.add_service(background_service(
             "code sweeper",

@@ -1,0 +1,124 @@
+//! The admin listener: `GET /healthz`, and the admin API under `/admin/`
+//! behind `Authorization: Bearer <admin token>`. It never serves the public
+//! routes, and the public listeners never serve these.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use serde_json::json;
+
+use super::{run, AdminOp};
+use crate::app::App;
+use crate::body;
+use crate::gate::credentials::{self, Authorization};
+use crate::proxy::{read_body, write_reply};
+use crate::reply::Reply;
+use crate::store::{digest, digests_match, Digest};
+
+/// The admin listener as a Pingora service that answers everything itself.
+pub struct AdminProxy {
+    app: Arc<App>,
+    /// SHA-256 of the admin token; `None` turns the admin API off.
+    token: Option<Digest>,
+}
+
+impl AdminProxy {
+    pub fn new(app: Arc<App>) -> AdminProxy {
+        let token = app.config.admin_token.as_deref().map(digest);
+        AdminProxy { app, token }
+    }
+
+    /// Whether the request carries the admin token (compared in constant time).
+    fn authorised(&self, expected: &Digest, session: &Session) -> bool {
+        let header = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION);
+        match header.map(|h| credentials::parse(h.as_bytes())) {
+            Some(Authorization::Bearer(t)) => {
+                std::str::from_utf8(t).is_ok_and(|t| digests_match(expected, &digest(t)))
+            }
+            _ => false,
+        }
+    }
+
+    async fn answer(&self, session: &mut Session) -> Reply {
+        let header = session.req_header();
+        let path = header.uri.path().to_string();
+        if path == "/healthz" {
+            return if header.method == http::Method::GET {
+                Reply::success("Serving.", json!({"store": "open"}))
+            } else {
+                Reply::method_not_allowed("GET")
+            };
+        }
+        let Some(rest) = path.strip_prefix("/admin") else {
+            return Reply::failure(404, "Not found.");
+        };
+        let Some(expected) = &self.token else {
+            return Reply::failure(
+                404,
+                "The admin API is off: set server.admin_token or TACHI_GATE_ADMIN_TOKEN.",
+            );
+        };
+        if !self.authorised(expected, session) {
+            return Reply::failure(401, "A valid admin token is required.")
+                .header("WWW-Authenticate", "Bearer realm=\"tachi-gate admin\"");
+        }
+        let method = header.method.clone();
+        let query = body::query_object(header.uri.query());
+        let content_type = header
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => {
+                session.set_keepalive(None);
+                return e.reply();
+            }
+        };
+        let body = match body::object(content_type.as_deref(), &bytes) {
+            Ok((_, m)) => m,
+            Err(e) => return e.reply(),
+        };
+        let decoded: String = rest
+            .split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        match AdminOp::from_http(&method, &decoded, &query, body) {
+            Ok(op) => run(&self.app, op).await,
+            Err(reply) => reply,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for AdminProxy {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let reply = self.answer(session).await;
+        write_reply(session, &reply).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        // Every request is answered in request_filter.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "the admin listener proxies nothing",
+        ))
+    }
+}
