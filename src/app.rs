@@ -8,6 +8,7 @@ use http::{HeaderMap, Method};
 use crate::config::Config;
 use crate::gate::session::{Sessions, UpstreamFailed};
 use crate::gate::{cookie_header, credentials};
+use crate::limits::Limits;
 use crate::reply::Reply;
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -18,6 +19,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
     pub upstreams: Upstreams,
+    pub limits: Limits,
 }
 
 impl App {
@@ -25,6 +27,7 @@ impl App {
         App {
             sessions: Sessions::new(config.session.status_path.clone(), config.session.cache_ttl),
             upstreams: Upstreams::new(config.upstream.addrs.clone()),
+            limits: Limits::new(config.limits.clone()),
             config,
             store,
         }

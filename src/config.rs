@@ -50,6 +50,23 @@ struct FileConfig {
     session: FileSession,
     oauth: FileOAuth,
     gate: FileGate,
+    limits: FileLimits,
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLimits {
+    enabled: Option<bool>,
+    window_secs: Option<u64>,
+    oauth_requests: Option<u64>,
+    failed_auths: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLog {
+    level: Option<String>,
 }
 
 /// `listen = "a"` and `listen = ["a", "b"]` are both accepted.
@@ -175,6 +192,18 @@ pub struct GateConfig {
     pub policies: Vec<Policy>,
 }
 
+/// Per-IP rate limits (`[limits]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub enabled: bool,
+    /// The counting window.
+    pub window_secs: u64,
+    /// Requests to the token, revoke and introspect endpoints per window.
+    pub oauth_requests: u64,
+    /// Failed client authentications and key checks per window.
+    pub failed_auths: u64,
+}
+
 /// The gate's configuration after validation: every value here is usable as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -190,6 +219,9 @@ pub struct Config {
     pub session: SessionConfig,
     pub oauth: OAuthConfig,
     pub gate: GateConfig,
+    pub limits: LimitsConfig,
+    /// The default log filter (`RUST_LOG` wins), e.g. `info`.
+    pub log_level: String,
 }
 
 /// Values given on the command line; they win over the file.
@@ -429,6 +461,26 @@ fn validate(
         policies,
     };
 
+    let window_secs = file.limits.window_secs.unwrap_or(60);
+    if window_secs == 0 || window_secs > 3600 {
+        return err("limits.window_secs: must be from 1 to 3600");
+    }
+    let limits = LimitsConfig {
+        enabled: file.limits.enabled.unwrap_or(true),
+        window_secs,
+        oauth_requests: file.limits.oauth_requests.unwrap_or(600),
+        failed_auths: file.limits.failed_auths.unwrap_or(30),
+    };
+    let log_level = file.log.level.unwrap_or_else(|| "info".into());
+    if !matches!(
+        log_level.as_str(),
+        "off" | "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        return err(format!(
+            "log.level: `{log_level}` is not one of off, error, warn, info, debug, trace"
+        ));
+    }
+
     Ok(Config {
         listen,
         admin_listen,
@@ -440,6 +492,8 @@ fn validate(
         session,
         oauth,
         gate,
+        limits,
+        log_level,
     })
 }
 

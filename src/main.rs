@@ -186,13 +186,6 @@ fn operation(command: Command, config: &Config) -> Result<AdminOp, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The gate logs its work; an operator command prints only its answer.
-    let default_level = match cli.command {
-        None | Some(Command::Serve) => "info,pingora_core=warn,pingora_proxy=warn",
-        Some(_) => "warn",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
     let overrides = Overrides {
         listen: cli.listen,
         upstream: cli.upstream,
@@ -205,6 +198,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The gate logs its work at the configured level (RUST_LOG wins); an
+    // operator command prints only its answer and warnings.
+    let default_filter = match cli.command {
+        None | Some(Command::Serve) => {
+            format!("{},pingora_core=warn,pingora_proxy=warn", config.log_level)
+        }
+        Some(_) => "warn".to_string(),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .init();
     match cli.command {
         None | Some(Command::Serve) => serve(config),
         Some(command) => {

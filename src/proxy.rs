@@ -2,8 +2,9 @@
 //! the gate to the upstream. Decisions live elsewhere; this file only moves
 //! bytes and headers between Pingora and them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -14,9 +15,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::{ApiRequest, App};
 use crate::body::{BodyError, MAX_BODY_BYTES};
-use crate::gate::{self, Identity};
+use crate::gate::{self, Identity, Rejection};
 use crate::reply::Reply;
 use crate::routes;
+use crate::telemetry;
 
 /// The most header bytes (names and values) a request may carry; more is 431.
 /// Generous for browsers with many cookies, far below what would hurt.
@@ -27,6 +29,33 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum()
+}
+
+/// A status as a metric label, without allocating for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "none",
+        _ => "other",
+    }
 }
 
 /// How long a client may take to send the body of a request to an own route.
@@ -53,19 +82,39 @@ enum Step {
     Refuse(Reply),
 }
 
-/// Per-request state: who the caller of a forwarded request is.
+/// Per-request state, for forwarding and for the access log.
 pub struct Ctx {
+    /// Who the caller of a forwarded request is.
     identity: Identity,
+    start: Instant,
+    /// The route class, for metrics and logs.
+    class: &'static str,
+    /// The path as logged (a key in a path is never logged).
+    logged_path: Option<String>,
+    upstream: Option<SocketAddr>,
+    upstream_sent: Option<Instant>,
 }
 
 /// Writes a reply with Content-Type and Content-Length, so the connection can
 /// stay open when the body was read.
 pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
     let body = reply.body_bytes();
-    let mut header = ResponseHeader::build(reply.status, Some(3 + reply.headers.len()))?;
-    header.insert_header("Content-Type", "application/json; charset=utf-8")?;
+    let content_type = "application/json; charset=utf-8";
+    write_body(session, reply.status, content_type, body, &reply.headers).await
+}
+
+/// Writes a complete response with Content-Type and Content-Length.
+pub async fn write_body(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(&'static str, String)],
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3 + headers.len()))?;
+    header.insert_header("Content-Type", content_type)?;
     header.insert_header("Content-Length", body.len().to_string())?;
-    for (name, value) in &reply.headers {
+    for (name, value) in headers {
         header.append_header(*name, value.as_str())?;
     }
     session
@@ -154,10 +203,20 @@ impl ProxyHttp for GateProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             identity: Identity::Guest,
+            start: Instant::now(),
+            class: "gated",
+            logged_path: None,
+            upstream: None,
+            upstream_sent: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let limits = &self.app.limits;
         let step = {
             let header = session.req_header();
             if header_bytes(&header.headers) > MAX_HEADER_BYTES {
@@ -168,12 +227,40 @@ impl ProxyHttp for GateProxy {
                         Step::Refuse(Reply::failure(400, "The path has '.' or '..' segments."))
                     }
                     Ok(path) => match routes::own_route(&path) {
-                        Some(route) => Step::Own(route),
+                        Some(route) => {
+                            ctx.class = route.class();
+                            ctx.logged_path = route.redacted_path();
+                            if route.is_rate_limited() {
+                                match limits
+                                    .failures_exceeded(ip)
+                                    .and_then(|_| limits.oauth_request(ip))
+                                {
+                                    Ok(()) => Step::Own(route),
+                                    Err(reply) => Step::Refuse(reply),
+                                }
+                            } else {
+                                Step::Own(route)
+                            }
+                        }
                         None => {
-                            let method = header.method.as_str();
-                            match gate::check(&self.app, method, &path, &header.headers).await {
-                                Ok(identity) => Step::Forward(identity),
-                                Err(rejection) => Step::Refuse(rejection.reply()),
+                            let has_credentials =
+                                header.headers.contains_key(http::header::AUTHORIZATION);
+                            match has_credentials.then(|| limits.failures_exceeded(ip)) {
+                                Some(Err(reply)) => Step::Refuse(reply),
+                                _ => {
+                                    let method = header.method.as_str();
+                                    match gate::check(&self.app, method, &path, &header.headers)
+                                        .await
+                                    {
+                                        Ok(identity) => Step::Forward(identity),
+                                        Err(rejection) => {
+                                            if rejection == Rejection::UnknownKey {
+                                                limits.failure(ip);
+                                            }
+                                            Step::Refuse(rejection.reply())
+                                        }
+                                    }
+                                }
                             }
                         }
                     },
@@ -187,6 +274,9 @@ impl ProxyHttp for GateProxy {
             }
             Step::Own(route) => {
                 let reply = self.serve_own(session, route).await;
+                if reply.envelope.get("error").and_then(|e| e.as_str()) == Some("invalid_client") {
+                    limits.failure(ip);
+                }
                 write_reply(session, &reply).await?;
                 Ok(true)
             }
@@ -200,8 +290,10 @@ impl ProxyHttp for GateProxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.app.upstreams.next(), false, String::new());
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let addr = self.app.upstreams.next();
+        ctx.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
         Ok(Box::new(peer))
@@ -231,7 +323,56 @@ impl ProxyHttp for GateProxy {
                 upstream.remove_header("Authorization");
             }
         }
+        ctx.upstream_sent = Some(Instant::now());
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent.take() {
+            telemetry::UPSTREAM_LATENCY.observe(sent.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// What Pingora's own error lines say about a request: never the query
+    /// string or a key in the path.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let path = ctx.logged_path.as_deref().unwrap_or(req.uri.path());
+        format!("{} {path}", req.method)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        telemetry::REQUESTS
+            .with_label_values(&[ctx.class, status_label(status)])
+            .inc();
+        if !log::log_enabled!(target: "access", log::Level::Info) {
+            return;
+        }
+        let req = session.req_header();
+        let (user, client) = match &ctx.identity {
+            Identity::Key(k) => (
+                k.user_id.to_string(),
+                k.from_client.as_deref().unwrap_or("-"),
+            ),
+            Identity::Session => ("session".to_string(), "-"),
+            Identity::Guest | Identity::ForeignKey => ("-".to_string(), "-"),
+        };
+        log::info!(
+            target: "access",
+            "{} {} {status} class={} user={user} client={client} upstream={} ms={:.1}",
+            req.method,
+            ctx.logged_path.as_deref().unwrap_or(req.uri.path()),
+            ctx.class,
+            ctx.upstream.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            ctx.start.elapsed().as_secs_f64() * 1000.0,
+        );
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
@@ -239,11 +380,17 @@ impl ProxyHttp for GateProxy {
             (ErrorType::HTTPStatus(code), _) if *code >= 400 => {
                 Some(Reply::failure(*code, "The request failed."))
             }
-            (_, ErrorSource::Upstream) => Some(Reply::upstream_unavailable()),
+            (_, ErrorSource::Upstream) => {
+                telemetry::UPSTREAM_ERRORS.inc();
+                Some(Reply::upstream_unavailable())
+            }
             (
                 ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError,
                 _,
-            ) => Some(Reply::upstream_unavailable()),
+            ) => {
+                telemetry::UPSTREAM_ERRORS.inc();
+                Some(Reply::upstream_unavailable())
+            }
             (
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
                 ErrorSource::Downstream,

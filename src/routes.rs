@@ -97,6 +97,34 @@ impl Route {
         }
     }
 
+    /// The route class for metrics and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Route::CreateCode
+            | Route::Token
+            | Route::Revoke
+            | Route::Introspect
+            | Route::Metadata => "oauth",
+            Route::Clients | Route::CreateClient | Route::Client(_) | Route::ResetSecret(_) => {
+                "clients"
+            }
+            Route::Keys(_) | Route::CreateKey(_) | Route::Key(..) => "api-tokens",
+        }
+    }
+
+    /// The endpoints whose callers prove a client secret, rate-limited per IP.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Route::Token | Route::Revoke | Route::Introspect)
+    }
+
+    /// The path to log instead of the real one, when the real one may hold a key.
+    pub fn redacted_path(&self) -> Option<String> {
+        match self {
+            Route::Key(user, _) => Some(format!("/api/v1/users/{user}/api-tokens/[token]")),
+            _ => None,
+        }
+    }
+
     pub fn allows(&self, method: &Method) -> bool {
         self.allowed().split(", ").any(|m| m == method.as_str())
     }

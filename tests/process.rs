@@ -22,6 +22,15 @@ struct Proc {
 
 impl Proc {
     fn spawn(store: &Path, upstream: std::net::SocketAddr, subcommand: bool) -> Proc {
+        Proc::spawn_logging(store, upstream, subcommand, "warn")
+    }
+
+    fn spawn_logging(
+        store: &Path,
+        upstream: std::net::SocketAddr,
+        subcommand: bool,
+        log: &str,
+    ) -> Proc {
         let port = free_port();
         let dir = store.parent().unwrap();
         let conf = dir.join(format!("gate-{port}.toml"));
@@ -38,7 +47,7 @@ impl Proc {
             .arg(upstream.to_string())
             .arg("--data")
             .arg(store)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let child = cmd.spawn().unwrap();
@@ -346,4 +355,88 @@ async fn a_second_process_on_the_same_store_is_refused() {
         dir.path(),
     );
     assert!(e.contains("locked by another process"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_access_and_audit_lines_and_no_secrets() {
+    let upstream = MockTachi::start().await;
+    let cookie = "connect.sid=log-test-cookie-value";
+    upstream.add_session(cookie, 31);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut p = Proc::spawn_logging(&store, upstream.addr, false, "info");
+
+    let (_, v) = post_json(
+        &http,
+        p.url("/api/v1/clients/create"),
+        Some(cookie),
+        json!({"name": "Logged", "redirectUri": CB, "permissions": ["submit_score"]}),
+    )
+    .await;
+    let (id, secret) = (
+        v["body"]["clientID"].as_str().unwrap().to_string(),
+        v["body"]["clientSecret"].as_str().unwrap().to_string(),
+    );
+    let (_, v) = post_json(
+        &http,
+        p.url("/api/v1/oauth/create-code"),
+        Some(cookie),
+        json!({}),
+    )
+    .await;
+    let code = v["body"]["code"].as_str().unwrap().to_string();
+    let (st, v) = post_json(&http, p.url(&format!("/api/v1/oauth/token?code={code}")), None,
+        json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": code})).await;
+    assert_eq!(st, 200);
+    let key = v["body"]["token"].as_str().unwrap().to_string();
+    assert_eq!(status_with_key(&http, &p, &key).await, 200);
+    let r = http
+        .get(p.url(&format!("/api/v1/users/me?access_token={key}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Deleting by key value puts the key in the path.
+    let r = http
+        .delete(p.url(&format!("/api/v1/users/me/api-tokens/{key}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(status_with_key(&http, &p, "wrong-key-value").await, 401);
+
+    p.signal(libc::SIGTERM);
+    p.wait(Duration::from_secs(10));
+    let mut log = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+
+    for secret_value in [
+        &secret,
+        &code,
+        &key,
+        "log-test-cookie-value",
+        "wrong-key-value",
+    ] {
+        assert!(
+            !log.contains(secret_value),
+            "{secret_value} appears in the log:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("access") && log.contains("class=oauth") && log.contains("class=gated"),
+        "{log}"
+    );
+    assert!(log.contains("user=31 client="), "{log}");
+    assert!(log.contains("/api/v1/users/me/api-tokens/[token]"), "{log}");
+    assert!(log.contains("code issued user=31"), "{log}");
+    assert!(log.contains("key issued token_id="), "{log}");
+    assert!(log.contains("keys revoked count=1"), "{log}");
 }

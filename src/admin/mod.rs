@@ -14,6 +14,7 @@ use crate::api::tokens::{create_key, find_key, key_request};
 use crate::app::App;
 use crate::reply::Reply;
 use crate::store::{ClientInsert, ClientRecord, Digest, KeyRecord};
+use crate::telemetry;
 use crate::views;
 
 /// Whose keys to list.
@@ -229,7 +230,7 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                 let (client, secret) = new_client(&fields, known, author)?;
                 match store.insert_client(&client, usize::MAX).await? {
                     ClientInsert::Inserted => {
-                        log::info!("admin created client {} for user {author}", client.client_id);
+                        telemetry::client_event("created", &client.client_id, &format!("author={author} via=admin"));
                         Reply::success("Created a new API client.", views::client(&client, Some(&secret)))
                     }
                     ClientInsert::CapReached => Reply::failure(400, "Client cap reached."),
@@ -241,7 +242,8 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
             },
             AdminOp::DeleteClient(id) => match store.delete_client(&id).await? {
                 Some(n) => {
-                    log::info!("admin deleted client {id} with {n} key(s)");
+                    telemetry::client_event("deleted", &id, "via=admin");
+                    telemetry::keys_revoked(n, &format!("client={id}"), "client deleted by admin");
                     Reply::success(format!("Deleted client {id} and {n} keys."), json!({"keysRevoked": n}))
                 }
                 None => Reply::failure(404, "This client does not exist."),
@@ -258,26 +260,27 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
             }
             AdminOp::CreateKey { user, request } => {
                 only_fields(&request, &["clientID", "permissions", "identifier"])?;
-                create_key(app, user, key_request(&request, known)?).await
+                create_key(app, user, key_request(&request, known)?, "admin").await
             }
             AdminOp::RevokeKey(token) => match find_key(app, &token).await? {
                 Some((digest, record)) => {
                     store.revoke_key(&digest).await?;
-                    log::info!("admin revoked key {}", record.token_id);
+                    telemetry::keys_revoked(1, &format!("token_id={}", record.token_id), "admin");
                     Reply::success(format!("Revoked key {}.", record.token_id), views::key(&record, None))
                 }
                 None => Reply::failure(404, "This key does not exist."),
             },
             AdminOp::RevokeUser(user) => {
                 let n = store.revoke_user_keys(user).await?;
-                log::info!("admin revoked all {n} key(s) of user {user}");
+                telemetry::keys_revoked(n, &format!("user={user}"), "admin revoke-all");
                 Reply::success(format!("Revoked {n} keys of user {user}."), json!({"revoked": n}))
             }
             AdminOp::Import(batch) => {
                 let keys = validate_batch(app, &batch)?;
                 let c = store.import(&batch.clients, &keys).await?;
                 log::info!(
-                    "imported {} client(s) and {} key(s)",
+                    target: "audit",
+                    "import clients_added={} keys_added={}",
                     c.clients_added,
                     c.keys_added
                 );

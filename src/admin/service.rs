@@ -14,9 +14,10 @@ use super::{run, AdminOp};
 use crate::app::App;
 use crate::body;
 use crate::gate::credentials::{self, Authorization};
-use crate::proxy::{read_body, write_reply};
+use crate::proxy::{read_body, write_body, write_reply};
 use crate::reply::Reply;
 use crate::store::{digest, digests_match, Digest};
+use crate::telemetry;
 
 /// The admin listener as a Pingora service that answers everything itself.
 pub struct AdminProxy {
@@ -109,6 +110,12 @@ impl ProxyHttp for AdminProxy {
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let header = session.req_header();
+        if header.uri.path() == "/metrics" && header.method == http::Method::GET {
+            let text = telemetry::render();
+            write_body(session, 200, "text/plain; version=0.0.4", text, &[]).await?;
+            return Ok(true);
+        }
         let reply = self.answer(session).await;
         write_reply(session, &reply).await?;
         Ok(true)

@@ -7,6 +7,7 @@ use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
 use crate::store::{digest, now_ms, random_hex, ClientInsert, ClientRecord};
+use crate::telemetry;
 use crate::views;
 
 const NOT_A_SESSION: &str = "You are not authenticated (for a session-level request, atleast).";
@@ -130,7 +131,7 @@ pub async fn create(app: &App, req: &ApiRequest) -> Reply {
             .await
         {
             Ok(ClientInsert::Inserted) => {
-                log::info!("user {author} created client {}", client.client_id);
+                telemetry::client_event("created", &client.client_id, &format!("author={author}"));
                 Reply::success(
                     "Created a new API client.",
                     views::client(&client, Some(&secret)),
@@ -329,7 +330,7 @@ pub async fn reset_secret(app: &App, req: &ApiRequest, id: &str) -> Reply {
         .await
     {
         Ok(Some(client)) => {
-            log::info!("secret of client {} reset", client.client_id);
+            telemetry::client_event("secret-reset", &client.client_id, "");
             Reply::success("Reset secret.", views::client(&client, Some(&secret)))
         }
         Ok(None) => Reply::failure(404, NO_SUCH_CLIENT),
@@ -347,7 +348,8 @@ pub async fn delete(app: &App, req: &ApiRequest, id: &str) -> Reply {
     };
     match app.store.delete_client(id).await {
         Ok(Some(keys)) => {
-            log::info!("client {id} deleted with {keys} key(s)");
+            telemetry::client_event("deleted", id, "");
+            telemetry::keys_revoked(keys, &format!("client={id}"), "client deleted");
             Reply::success(
                 format!("Deleted {} ({}).", client.name, client.client_id),
                 json!({}),

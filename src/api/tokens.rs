@@ -9,6 +9,7 @@ use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
 use crate::store::{digest, now_ms, Digest, KeyInsert, KeyRecord};
+use crate::telemetry;
 use crate::views;
 
 const NOT_BY_KEY: &str =
@@ -102,7 +103,7 @@ pub fn key_request(map: &Map<String, Value>, known: &[String]) -> Result<KeyRequ
 }
 
 /// Makes and stores a key for `user` (one per client), answering it once.
-pub async fn create_key(app: &App, user: u64, request: KeyRequest) -> Reply {
+pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) -> Reply {
     let minted = match request {
         KeyRequest::FromClient(id) => match app.store.client(&id).await {
             Ok(Some(client)) => KeyRecord::mint(
@@ -126,7 +127,7 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest) -> Reply {
         .await
     {
         Ok(KeyInsert::Inserted) => {
-            log::info!("created key {} for user {user}", minted.record.token_id);
+            telemetry::key_issued(&minted.record, via);
             Reply::success(
                 "Successfully created new API Token.",
                 views::key(&minted.record, Some(&minted.key)),
@@ -165,7 +166,7 @@ pub async fn create(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
             key_request(&map, &app.config.oauth.permissions)
         });
     match request {
-        Ok(request) => create_key(app, user, request).await,
+        Ok(request) => create_key(app, user, request, "api-tokens").await,
         Err(r) => r,
     }
 }
@@ -187,7 +188,11 @@ pub async fn delete(app: &App, req: &ApiRequest, user_param: &str, token: &str) 
     };
     match app.store.revoke_key(&hash).await {
         Ok(_) => {
-            log::info!("user {user} revoked key {}", record.token_id);
+            telemetry::keys_revoked(
+                1,
+                &format!("token_id={} user={user}", record.token_id),
+                "api-tokens delete",
+            );
             Reply::success("Removed Token.", json!({}))
         }
         Err(e) => e.into(),

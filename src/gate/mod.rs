@@ -188,6 +188,7 @@ pub async fn check(
 }
 
 async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
+    let started = std::time::Instant::now();
     let found = match std::str::from_utf8(token) {
         Ok(t) => app.store.key(&digest(t)).await.map_err(|e| {
             log::error!("{e}");
@@ -195,6 +196,7 @@ async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
         })?,
         Err(_) => None,
     };
+    crate::telemetry::KEY_CHECK.observe(started.elapsed().as_secs_f64());
     match (found, app.config.gate.unknown_tokens) {
         (Some(record), _) => Ok(Identity::Key(record)),
         (None, UnknownTokens::Forward) => Ok(Identity::ForeignKey),

@@ -6,6 +6,7 @@ use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
 use crate::store::{digest, now_ms, random_hex, CodeRecord};
+use crate::telemetry;
 
 use super::{pkce, string_param};
 
@@ -61,6 +62,7 @@ pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
     if let Err(e) = app.store.insert_code(&digest(&code), &record).await {
         return e.into();
     }
+    telemetry::code_issued(user_id, record.client_id.as_deref());
     Reply::success(
         "Successfully created code.",
         json!({"code": code, "userID": user_id, "createdOn": created_on}),

@@ -6,6 +6,7 @@ use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
 use crate::store::digest;
+use crate::telemetry;
 
 use super::client_auth::{authenticate, outcome_reply, refuse, uses_basic, Failure, Style};
 use super::string_param;
@@ -34,10 +35,10 @@ pub async fn revoke(app: &App, req: &ApiRequest) -> Reply {
         if let Some(record) = app.store.key(&key).await? {
             if record.from_client.as_deref() == Some(client.client_id.as_str()) {
                 app.store.revoke_key(&key).await?;
-                log::info!(
-                    "client {} revoked key {}",
-                    client.client_id,
-                    record.token_id
+                telemetry::keys_revoked(
+                    1,
+                    &format!("token_id={} client={}", record.token_id, client.client_id),
+                    "RFC 7009 revocation",
                 );
             }
         }

@@ -6,6 +6,7 @@ use crate::app::{ApiRequest, App};
 use crate::body::{self, Format};
 use crate::reply::Reply;
 use crate::store::{digest, now_ms, ClientRecord, CodeRecord, Digest, KeyRecord, Redeem};
+use crate::telemetry;
 use crate::views;
 
 use super::client_auth::{
@@ -194,12 +195,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
             })
         }
     }
-    log::info!(
-        "issued key {} for user {} through client {}",
-        minted.record.token_id,
-        minted.record.user_id,
-        client.client_id
-    );
+    telemetry::key_issued(&minted.record, "token exchange");
     Ok(success(&minted.key, &minted.record))
 }
 
@@ -218,9 +214,10 @@ async fn replayed(
         .is_some_and(|spent| spent.client_id == client.client_id);
     if by_spender {
         match app.store.revoke_code_keys(code_hash).await {
-            Ok(revoked) => log::warn!(
-                "code replayed by client {}: {revoked} key(s) issued from it revoked",
-                client.client_id
+            Ok(revoked) => telemetry::keys_revoked(
+                revoked,
+                &format!("client={}", client.client_id),
+                "code replayed",
             ),
             Err(e) => return e.into(),
         }

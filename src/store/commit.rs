@@ -59,6 +59,15 @@ impl GroupCommit {
 
     /// Returns once everything this task wrote before calling is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.wait_durable().await;
+        crate::telemetry::STORE
+            .with_label_values(&["commit"])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn wait_durable(&self) -> Result<(), StoreError> {
         let ticket = {
             let mut q = self
                 .shared

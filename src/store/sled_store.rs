@@ -514,10 +514,15 @@ impl Store for SledStore {
     }
 
     async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
-        match self.keys.get(key)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+        let started = std::time::Instant::now();
+        let found = match self.keys.get(key)? {
+            Some(bytes) => Some(decode(&bytes)?),
+            None => None,
+        };
+        crate::telemetry::STORE
+            .with_label_values(&["key_read"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(found)
     }
 
     async fn key_by_token_id(

@@ -1,0 +1,116 @@
+//! Rate limits per client IP (`[limits]`), so client secrets and keys cannot
+//! be guessed at speed: one on the OAuth endpoints (token, revoke,
+//! introspect), and one on failed client authentications and failed key
+//! checks. Counting uses `pingora-limits`' fixed windows, in constant memory.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use pingora_limits::rate::Rate;
+
+use crate::config::LimitsConfig;
+use crate::reply::Reply;
+use crate::telemetry::RATE_LIMITED;
+
+/// The limits in force.
+pub struct Limits {
+    config: LimitsConfig,
+    oauth: Rate,
+    failures: Rate,
+}
+
+impl Limits {
+    pub fn new(config: LimitsConfig) -> Limits {
+        let window = Duration::from_secs(config.window_secs);
+        Limits {
+            oauth: Rate::new(window),
+            failures: Rate::new(window),
+            config,
+        }
+    }
+
+    fn refusal(&self, limit: &str) -> Reply {
+        RATE_LIMITED.with_label_values(&[limit]).inc();
+        Reply::failure(429, "Too many requests; try again later.")
+            .field("error", "rate_limited")
+            .header("Retry-After", self.config.window_secs.to_string())
+    }
+
+    /// Counts a request to an OAuth endpoint; the refusal once over the limit.
+    pub fn oauth_request(&self, ip: Option<IpAddr>) -> Result<(), Reply> {
+        let Some(ip) = ip.filter(|_| self.config.enabled) else {
+            return Ok(());
+        };
+        if self.oauth.observe(&ip, 1) > self.config.oauth_requests as isize {
+            return Err(self.refusal("oauth"));
+        }
+        Ok(())
+    }
+
+    /// The refusal if this IP has failed too many authentications this window.
+    pub fn failures_exceeded(&self, ip: Option<IpAddr>) -> Result<(), Reply> {
+        let Some(ip) = ip.filter(|_| self.config.enabled) else {
+            return Ok(());
+        };
+        if self.failures.observe(&ip, 0) >= self.config.failed_auths as isize {
+            return Err(self.refusal("failed_auth"));
+        }
+        Ok(())
+    }
+
+    /// Counts a failed client authentication or key check.
+    pub fn failure(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip.filter(|_| self.config.enabled) {
+            self.failures.observe(&ip, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(oauth: u64, failed: u64) -> Limits {
+        Limits::new(LimitsConfig {
+            enabled: true,
+            window_secs: 60,
+            oauth_requests: oauth,
+            failed_auths: failed,
+        })
+    }
+
+    #[test]
+    fn oauth_requests_are_refused_past_the_limit_per_ip() {
+        let l = limits(3, 10);
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(l.oauth_request(a).is_ok());
+        }
+        let r = l.oauth_request(a).unwrap_err();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.headers, vec![("Retry-After", "60".to_string())]);
+        assert!(l.oauth_request(b).is_ok(), "other IPs are not affected");
+    }
+
+    #[test]
+    fn failures_block_only_once_the_limit_is_reached() {
+        let l = limits(100, 2);
+        let a = Some("10.0.0.1".parse().unwrap());
+        assert!(l.failures_exceeded(a).is_ok());
+        l.failure(a);
+        assert!(l.failures_exceeded(a).is_ok());
+        l.failure(a);
+        assert!(l.failures_exceeded(a).is_err());
+    }
+
+    #[test]
+    fn disabled_limits_never_refuse() {
+        let mut l = limits(0, 0);
+        l.config.enabled = false;
+        assert!(l.oauth_request(Some("10.0.0.1".parse().unwrap())).is_ok());
+        assert!(l
+            .failures_exceeded(Some("10.0.0.1".parse().unwrap()))
+            .is_ok());
+    }
+}

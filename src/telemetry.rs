@@ -1,0 +1,112 @@
+//! Metrics (Prometheus, served on the admin listener) and the audit trail.
+//!
+//! Metrics live in the process-wide default registry and are registered once,
+//! however many gates a process starts (the tests start many). Audit lines go
+//! to the `audit` log target, one per issuance or revocation; they name keys
+//! by token ID and never carry a key, code, secret or cookie.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
+};
+
+use crate::store::KeyRecord;
+
+/// Fast buckets for in-process work (seconds): 1 µs to 100 ms.
+const FAST: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 1e-1,
+];
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register_int_counter!(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+/// Only reached if a metric name were invalid, which the names below are not.
+fn unreachable_metric() -> ! {
+    panic!("invalid metric definition")
+}
+
+macro_rules! lazy {
+    ($name:ident: $ty:ty = $init:expr) => {
+        pub static $name: LazyLock<$ty> = LazyLock::new(|| $init);
+    };
+}
+
+lazy!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "tachi_gate_requests_total",
+    "Requests answered, by route class and status.",
+    &["class", "status"]
+).unwrap_or_else(|_| unreachable_metric()));
+
+lazy!(KEY_CHECK: Histogram = register_histogram!(
+    "tachi_gate_key_check_seconds",
+    "Time to check a Bearer key: hash, store lookup, identity.",
+    FAST.to_vec()
+).unwrap_or_else(|_| unreachable_metric()));
+
+lazy!(STORE: HistogramVec = register_histogram_vec!(
+    "tachi_gate_store_seconds",
+    "Store operation latency: reads, and durable commits (flush + fsync).",
+    &["op"],
+    FAST.to_vec()
+).unwrap_or_else(|_| unreachable_metric()));
+
+lazy!(UPSTREAM_ERRORS: IntCounter = counter(
+    "tachi_gate_upstream_errors_total",
+    "Requests that failed because the upstream was unreachable, slow or broken."
+));
+
+lazy!(UPSTREAM_LATENCY: Histogram = register_histogram!(
+    "tachi_gate_upstream_seconds",
+    "Time from sending a request upstream to its response header."
+).unwrap_or_else(|_| unreachable_metric()));
+
+lazy!(CODES_ISSUED: IntCounter = counter("tachi_gate_codes_issued_total", "Intermediate codes created."));
+lazy!(KEYS_ISSUED: IntCounter = counter("tachi_gate_keys_issued_total", "API keys issued."));
+lazy!(KEYS_REVOKED: IntCounter = counter("tachi_gate_keys_revoked_total", "API keys revoked."));
+
+lazy!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
+    "tachi_gate_rate_limited_total",
+    "Requests refused with 429, by limit.",
+    &["limit"]
+).unwrap_or_else(|_| unreachable_metric()));
+
+/// The metrics in Prometheus's text format.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::new();
+    // Encoding gathered families into a Vec cannot fail.
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
+    out
+}
+
+/// Records a new code.
+pub fn code_issued(user: u64, client: Option<&str>) {
+    CODES_ISSUED.inc();
+    log::info!(target: "audit", "code issued user={user} client={}", client.unwrap_or("-"));
+}
+
+/// Records a new key; `via` says which route or command made it.
+pub fn key_issued(key: &KeyRecord, via: &str) {
+    KEYS_ISSUED.inc();
+    log::info!(
+        target: "audit",
+        "key issued token_id={} user={} client={} permissions={} via={via}",
+        key.token_id,
+        key.user_id,
+        key.from_client.as_deref().unwrap_or("-"),
+        key.permissions.join(",")
+    );
+}
+
+/// Records revoked keys; `what` names them (a token ID, a user, a client).
+pub fn keys_revoked(count: usize, what: &str, why: &str) {
+    KEYS_REVOKED.inc_by(count as u64);
+    log::info!(target: "audit", "keys revoked count={count} {what} reason={why}");
+}
+
+/// Records a change to a client.
+pub fn client_event(event: &str, client: &str, detail: &str) {
+    log::info!(target: "audit", "client {event} client={client} {detail}");
+}

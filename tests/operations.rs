@@ -1,0 +1,185 @@
+//! Operating the gate: metrics, health, rate limits.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A gate with its admin listener on; (gate, admin base URL).
+async fn gate_with_admin(extra: &str) -> (TestGate, String) {
+    let port = free_port();
+    let gate = TestGate::start(&format!(
+        "[server]\nadmin_listen = \"127.0.0.1:{port}\"\n{extra}"
+    ))
+    .await;
+    assert!(wait_for_port(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        std::time::Duration::from_secs(10)
+    ));
+    (gate, format!("http://127.0.0.1:{port}"))
+}
+
+/// The value of one sample line in Prometheus text (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(gate: &TestGate, base: &str) -> String {
+    let r = gate
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_requests_flow() {
+    let (gate, base) = gate_with_admin("").await;
+    let before = scrape(&gate, &base).await;
+    let (key, id, secret) = gate.issue_key(1, &["submit_score"]).await;
+    for _ in 0..3 {
+        assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+    }
+    assert_eq!(gate.get_with_key("/x", "nope").await.status(), 401);
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let after = scrape(&gate, &base).await;
+
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert!(delta("tachi_gate_codes_issued_total") >= 1.0);
+    assert!(delta("tachi_gate_keys_issued_total") >= 1.0);
+    assert!(delta("tachi_gate_keys_revoked_total") >= 1.0);
+    assert!(delta("tachi_gate_requests_total{class=\"gated\",status=\"200\"}") >= 3.0);
+    assert!(delta("tachi_gate_requests_total{class=\"gated\",status=\"401\"}") >= 1.0);
+    assert!(delta("tachi_gate_requests_total{class=\"oauth\",status=\"200\"}") >= 3.0);
+    assert!(delta("tachi_gate_requests_total{class=\"clients\",status=\"200\"}") >= 1.0);
+    assert!(delta("tachi_gate_key_check_seconds_count") >= 4.0);
+    assert!(delta("tachi_gate_store_seconds_count{op=\"commit\"}") >= 3.0);
+    assert!(delta("tachi_gate_upstream_seconds_count") >= 3.0);
+    // The public listener has no /metrics of its own: it goes upstream.
+    let r: Value = gate
+        .http
+        .get(gate.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["echo"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_counted() {
+    let (mut gate, base) = gate_with_admin("").await;
+    let before = scrape(&gate, &base).await;
+    gate.upstream.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
+        502
+    );
+    let after = scrape(&gate, &base).await;
+    assert!(
+        sample(&after, "tachi_gate_upstream_errors_total")
+            > sample(&before, "tachi_gate_upstream_errors_total")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_is_limited_per_ip_after_the_limit_and_not_before() {
+    let (gate, base) = gate_with_admin("[limits]\noauth_requests = 5\nfailed_auths = 100").await;
+    let s = gate.session(1);
+    let (id, secret) = gate
+        .create_client(&s, "https://example.com/cb", &["submit_score"])
+        .await;
+    for i in 0..5 {
+        let code = gate.create_code(&s, json!({})).await;
+        let (st, v) = gate.token_json(json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": "https://example.com/cb", "code": code})).await;
+        assert_eq!(st, 200, "request {i}: {v}");
+    }
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/token"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    assert_eq!(r.json::<Value>().await.unwrap()["success"], false);
+    // The introspection and revocation endpoints share the limit.
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/introspect"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Other routes are not limited.
+    assert_eq!(
+        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
+        200
+    );
+    let text = scrape(&gate, &base).await;
+    assert!(sample(&text, "tachi_gate_rate_limited_total{limit=\"oauth\"}") >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_key_checks_and_client_authentications_are_limited() {
+    let gate = TestGate::start("[limits]\nfailed_auths = 3").await;
+    let (key, id, _) = gate.issue_key(1, &["submit_score"]).await;
+    for _ in 0..2 {
+        assert_eq!(gate.get_with_key("/x", "guess").await.status(), 401);
+    }
+    // A failed client authentication counts too.
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/introspect"))
+        .basic_auth(&id, Some("CSguess"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Now the IP is blocked from further attempts, even with a good key.
+    let r = gate.get_with_key("/x", "guess").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 429);
+    // Requests without credentials are not affected.
+    assert_eq!(
+        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_integrator_never_meets_the_default_limits() {
+    let gate = TestGate::start("").await;
+    for user in 0..20 {
+        let (key, _, _) = gate.issue_key(user, &["submit_score"]).await;
+        for _ in 0..5 {
+            assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+        }
+    }
+}
