@@ -102,6 +102,8 @@ struct FileUpstream {
     addrs: Option<OneOrMany>,
     tls: Option<bool>,
     sni: Option<String>,
+    connect_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +172,10 @@ pub struct UpstreamConfig {
     pub addrs: Vec<SocketAddr>,
     pub tls: bool,
     pub sni: String,
+    /// How long connecting to an upstream may take (then 502).
+    pub connect_timeout: Duration,
+    /// How long an upstream may take between reads of its answer (then 504).
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,10 +381,20 @@ fn validate(
     if tls {
         return err("upstream.tls: TLS to the upstream is not supported by this build yet");
     }
+    let timeout = |key: &str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
+        0 => err(format!("upstream.{key}: must be at least 1")),
+        ms => Ok(Duration::from_millis(ms)),
+    };
     let upstream = UpstreamConfig {
         addrs,
         tls,
         sni: file.upstream.sni.unwrap_or_default(),
+        connect_timeout: timeout(
+            "connect_timeout_ms",
+            file.upstream.connect_timeout_ms,
+            5_000,
+        )?,
+        read_timeout: timeout("read_timeout_ms", file.upstream.read_timeout_ms, 60_000)?,
     };
 
     let store_path = overrides

@@ -294,8 +294,10 @@ impl ProxyHttp for GateProxy {
         let addr = self.app.upstreams.next();
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+        let upstream = &self.app.config.upstream;
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
         Ok(Box::new(peer))
     }
 
@@ -379,6 +381,13 @@ impl ProxyHttp for GateProxy {
         let reply = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(code), _) if *code >= 400 => {
                 Some(Reply::failure(*code, "The request failed."))
+            }
+            (ErrorType::ReadTimedout, ErrorSource::Upstream) => {
+                telemetry::UPSTREAM_ERRORS.inc();
+                Some(Reply::failure(
+                    504,
+                    "The Tachi server did not answer in time.",
+                ))
             }
             (_, ErrorSource::Upstream) => {
                 telemetry::UPSTREAM_ERRORS.inc();

@@ -183,3 +183,26 @@ async fn a_normal_integrator_never_meets_the_default_limits() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_gives_504_json_and_others_are_unaffected() {
+    let gate = TestGate::start("[upstream]\nread_timeout_ms = 300").await;
+    let started = std::time::Instant::now();
+    let r = gate.http.get(gate.url("/slow/thing")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"success": false, "description": "The Tachi server did not answer in time."})
+    );
+    assert_eq!(
+        gate.http
+            .get(gate.url("/fast"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -122,6 +122,10 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    // A slow Tachi, for timeout tests.
+    if parts.uri.path().starts_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let value = if parts.uri.path() == "/api/v1/status" {
         status_calls.fetch_add(1, Ordering::SeqCst);
         *last_status_headers.lock().unwrap() = parts
