@@ -23,14 +23,16 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> App {
-        App {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Result<App, String> {
+        let upstreams = Upstreams::new(&config.upstream.addrs, config.upstream.health_check)
+            .map_err(|e| format!("upstream.addrs: {e}"))?;
+        Ok(App {
             sessions: Sessions::new(config.session.status_path.clone(), config.session.cache_ttl),
-            upstreams: Upstreams::new(config.upstream.addrs.clone()),
+            upstreams,
             limits: Limits::new(config.limits.clone()),
             config,
             store,
-        }
+        })
     }
 
     /// The user a cookie is a live session of.

@@ -84,7 +84,7 @@ pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
         }
     })?;
     let store = Arc::new(store);
-    let app = App::new(Arc::new(config), store.clone() as Arc<dyn Store>);
+    let app = App::new(Arc::new(config), store.clone() as Arc<dyn Store>)?;
     let reply: Reply = runtime()?.block_on(admin::run(&app, op));
     store.close().map_err(|e| e.to_string())?;
     outcome_of(&reply.envelope)

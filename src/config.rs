@@ -104,6 +104,7 @@ struct FileUpstream {
     sni: Option<String>,
     connect_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
+    health_check_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +177,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// How long an upstream may take between reads of its answer (then 504).
     pub read_timeout: Duration,
+    /// How often each upstream is probed; `None` turns probing off.
+    pub health_check: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +324,8 @@ fn address_list(
     default: &str,
 ) -> Result<Vec<SocketAddr>, ConfigError> {
     let raw = match over {
-        Some(a) => vec![a.clone()],
+        // On the command line several addresses are separated by commas.
+        Some(a) => a.split(',').map(|s| s.trim().to_string()).collect(),
         None => file
             .map(OneOrMany::into_vec)
             .unwrap_or_else(|| vec![default.to_string()]),
@@ -395,6 +399,10 @@ fn validate(
             5_000,
         )?,
         read_timeout: timeout("read_timeout_ms", file.upstream.read_timeout_ms, 60_000)?,
+        health_check: match file.upstream.health_check_secs.unwrap_or(5) {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
     };
 
     let store_path = overrides
@@ -641,6 +649,16 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(c.upstream.addrs, vec!["127.0.0.1:10".parse().unwrap()]);
         assert_eq!(c.store_path, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn an_upstream_override_may_list_several() {
+        let o = Overrides {
+            upstream: Some("127.0.0.1:1, 127.0.0.1:2".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_toml("", &o, None).unwrap();
+        assert_eq!(c.upstream.addrs.len(), 2);
     }
 
     #[test]

@@ -24,7 +24,7 @@ struct Cli {
     /// Listen on this address instead of the configured ones.
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<String>,
-    /// Forward to this upstream instead of the configured ones.
+    /// Forward to this upstream (or comma-separated upstreams) instead of the configured ones.
     #[arg(long, global = true, value_name = "ADDR")]
     upstream: Option<String>,
     /// Keep the store in this directory.

@@ -291,7 +291,12 @@ impl ProxyHttp for GateProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let addr = self.app.upstreams.next();
+        let Some(addr) = self.app.upstreams.next() else {
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "every upstream failed its health check",
+            ));
+        };
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let upstream = &self.app.config.upstream;
@@ -299,6 +304,19 @@ impl ProxyHttp for GateProxy {
         peer.options.total_connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         Ok(Box::new(peer))
+    }
+
+    /// A failed connect sent nothing upstream, so trying the next upstream is
+    /// safe for every method (Pingora retries none by default).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        e.set_retry(true);
+        e
     }
 
     async fn upstream_request_filter(
@@ -382,31 +400,24 @@ impl ProxyHttp for GateProxy {
             (ErrorType::HTTPStatus(code), _) if *code >= 400 => {
                 Some(Reply::failure(*code, "The request failed."))
             }
-            (ErrorType::ReadTimedout, ErrorSource::Upstream) => {
-                telemetry::UPSTREAM_ERRORS.inc();
-                Some(Reply::failure(
-                    504,
-                    "The Tachi server did not answer in time.",
-                ))
-            }
-            (_, ErrorSource::Upstream) => {
-                telemetry::UPSTREAM_ERRORS.inc();
-                Some(Reply::upstream_unavailable())
-            }
-            (
-                ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError,
-                _,
-            ) => {
-                telemetry::UPSTREAM_ERRORS.inc();
-                Some(Reply::upstream_unavailable())
-            }
+            (ErrorType::ReadTimedout, ErrorSource::Upstream) => Some(Reply::failure(
+                504,
+                "The Tachi server did not answer in time.",
+            )),
             (
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
                 ErrorSource::Downstream,
             ) => None,
             (_, ErrorSource::Downstream) => Some(Reply::failure(400, "Bad request.")),
+            // The upstream failed, or none could be reached.
             _ => Some(Reply::upstream_unavailable()),
         };
+        if reply
+            .as_ref()
+            .is_some_and(|r| matches!(r.status, 502 | 504))
+        {
+            telemetry::UPSTREAM_ERRORS.inc();
+        }
         let code = match reply {
             Some(reply) if session.response_written().is_none() => {
                 // The connection is closed after this answer: say so in it.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::background::{background_service, BackgroundService, GenBackgroundService};
 
 use crate::admin::service::AdminProxy;
 use crate::app::App;
@@ -74,14 +74,17 @@ impl Gate {
             // SIGTERM: stop accepting, give in-flight requests a moment, exit.
             grace_period_seconds: Some(1),
             graceful_shutdown_timeout_seconds: Some(1),
-            max_retries: 1,
+            // Connect failures move on to the next upstream this many times.
+            max_retries: config.upstream.addrs.len().clamp(1, 4),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
         let config = Arc::new(config);
-        let app = Arc::new(App::new(config.clone(), store.clone() as Arc<dyn Store>));
+        let app = Arc::new(
+            App::new(config.clone(), store.clone() as Arc<dyn Store>).map_err(StartError)?,
+        );
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             GateProxy::new(app.clone()),
@@ -94,11 +97,17 @@ impl Gate {
         if let Some(addr) = config.admin_listen {
             let mut admin = pingora::proxy::http_proxy_service_with_name(
                 &server.configuration,
-                AdminProxy::new(app),
+                AdminProxy::new(app.clone()),
                 "tachi-gate admin",
             );
             admin.add_tcp(&addr.to_string());
             server.add_service(admin);
+        }
+        if config.upstream.health_check.is_some() {
+            server.add_service(GenBackgroundService::new(
+                "upstream health checks".into(),
+                app.upstreams.balancer(),
+            ));
         }
         let every = config.oauth.code_ttl.min(Duration::from_secs(60));
         server.add_service(background_service(

@@ -206,3 +206,57 @@ async fn a_slow_upstream_gives_504_json_and_others_are_unaffected() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_upstream_is_skipped() {
+    let mut a = MockTachi::start().await;
+    let b = MockTachi::start().await;
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let gate = TestGate::start_with_upstreams(
+        "[upstream]\nhealth_check_secs = 1",
+        &dir.path().join("store"),
+        vec![b],
+        &[a_addr, b_addr],
+    )
+    .await;
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    for _ in 0..4 {
+        assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+    }
+    a.stop();
+    // Right away (before a health check notices) and after: every request succeeds,
+    // POSTs included, since a refused connect sent nothing.
+    for i in 0..20 {
+        let r = gate
+            .http
+            .post(gate.url("/ir/x"))
+            .bearer_auth(&key)
+            .body("b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        if i == 9 {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_down_gives_502_json() {
+    let mut a = MockTachi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = a.addr;
+    let spare = MockTachi::start().await;
+    let gate =
+        TestGate::start_with_upstreams("", &dir.path().join("store"), vec![spare], &[addr]).await;
+    a.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = gate.http.get(gate.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["description"],
+        "The Tachi server is unavailable."
+    );
+}

@@ -52,7 +52,10 @@ impl Sessions {
         if let Some(hit) = self.cached(&key) {
             return Ok(hit);
         }
-        let user = self.ask(cookie, upstreams.next()).await?;
+        let upstream = upstreams
+            .next()
+            .ok_or_else(|| UpstreamFailed("session check: every upstream is down".into()))?;
+        let user = self.ask(cookie, upstream).await?;
         if !self.ttl.is_zero() {
             if let Ok(mut cache) = self.cache.lock() {
                 if cache.len() >= MAX_CACHED {

@@ -258,6 +258,7 @@ pub fn wait_for_port(addr: SocketAddr, within: Duration) -> bool {
 pub struct TestGate {
     pub addr: SocketAddr,
     pub upstream: MockTachi,
+    pub others: Vec<MockTachi>,
     pub http: reqwest::Client,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -278,10 +279,24 @@ impl TestGate {
 
     /// A gate on a given store path and upstream.
     pub async fn start_on(extra: &str, store: &Path, upstream: MockTachi) -> TestGate {
+        let addr = upstream.addr;
+        TestGate::start_with_upstreams(extra, store, vec![upstream], &[addr]).await
+    }
+
+    /// A gate forwarding to `addrs`; the first of `mocks` becomes `upstream`
+    /// (for sessions), the others are kept alive in `others`.
+    pub async fn start_with_upstreams(
+        extra: &str,
+        store: &Path,
+        mut mocks: Vec<MockTachi>,
+        addrs: &[SocketAddr],
+    ) -> TestGate {
+        let upstream = mocks.remove(0);
         let port = free_port();
+        let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         let overrides = Overrides {
             listen: Some(format!("127.0.0.1:{port}")),
-            upstream: Some(upstream.addr.to_string()),
+            upstream: Some(list.join(",")),
             data: Some(store.to_path_buf()),
         };
         let toml = if extra.contains("[server]") {
@@ -309,6 +324,7 @@ impl TestGate {
         TestGate {
             addr,
             upstream,
+            others: mocks,
             http,
             stop,
             thread: Some(thread),
