@@ -27,7 +27,11 @@ impl App {
         let upstreams = Upstreams::new(&config.upstream.addrs, config.upstream.health_check)
             .map_err(|e| format!("upstream.addrs: {e}"))?;
         Ok(App {
-            sessions: Sessions::new(config.session.status_path.clone(), config.session.cache_ttl),
+            sessions: Sessions::new(
+                config.session.status_path.clone(),
+                config.session.cache_ttl,
+                &config.upstream,
+            )?,
             upstreams,
             limits: Limits::new(config.limits.clone()),
             config,
@@ -64,6 +68,10 @@ pub struct ApiRequest {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Whether it arrived over TLS.
+    pub tls: bool,
+    /// The request target's authority (HTTP/2's `:authority`), if any.
+    pub authority: Option<String>,
 }
 
 impl ApiRequest {

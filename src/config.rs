@@ -94,6 +94,15 @@ struct FileServer {
     admin_token: Option<String>,
     threads: Option<usize>,
     public_url: Option<String>,
+    tls: Option<FileTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileTls {
+    listen: Option<OneOrMany>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +114,7 @@ struct FileUpstream {
     connect_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
     health_check_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,7 +182,10 @@ pub struct UpstreamConfig {
     /// Resolved once at start-up: Pingora's peers must not do DNS per request.
     pub addrs: Vec<SocketAddr>,
     pub tls: bool,
+    /// The TLS server name for upstreams (defaults to the address's IP).
     pub sni: String,
+    /// A PEM file of CA certificates to trust for upstream TLS, besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// How long connecting to an upstream may take (then 502).
     pub connect_timeout: Duration,
     /// How long an upstream may take between reads of its answer (then 504).
@@ -201,6 +214,16 @@ pub struct GateConfig {
     pub policies: Vec<Policy>,
 }
 
+/// The TLS listeners (`[server.tls]`), speaking HTTP/1.1 and HTTP/2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 /// Per-IP rate limits (`[limits]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -216,7 +239,9 @@ pub struct LimitsConfig {
 /// The gate's configuration after validation: every value here is usable as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Plain HTTP listeners; may be empty when `tls` has listeners.
     pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsConfig>,
     /// `None` when `admin_listen = ""`.
     pub admin_listen: Option<SocketAddr>,
     /// `None` when neither the file nor `TACHI_GATE_ADMIN_TOKEN` sets one.
@@ -341,12 +366,35 @@ fn validate(
     overrides: &Overrides,
     admin_token_env: Option<String>,
 ) -> Result<Config, ConfigError> {
-    let listen = address_list(
-        "server.listen",
-        overrides.listen.as_ref(),
-        file.server.listen,
-        "127.0.0.1:8080",
-    )?;
+    let tls = match file.server.tls {
+        None => None,
+        Some(t) => {
+            let listen = address_list("server.tls.listen", None, t.listen, "127.0.0.1:8443")?;
+            let file_of = |key: &str, p: Option<PathBuf>| match p {
+                Some(p) if p.is_file() => Ok(p),
+                Some(p) => err(format!(
+                    "server.tls.{key}: {} is not a readable file",
+                    p.display()
+                )),
+                None => err(format!("server.tls.{key}: a PEM file path is needed")),
+            };
+            Some(TlsConfig {
+                listen,
+                cert: file_of("cert", t.cert)?,
+                key: file_of("key", t.key)?,
+            })
+        }
+    };
+    // `listen = []` is allowed when TLS listeners take its place.
+    let listen = match (&overrides.listen, &file.server.listen, &tls) {
+        (None, Some(OneOrMany::Many(v)), Some(_)) if v.is_empty() => Vec::new(),
+        _ => address_list(
+            "server.listen",
+            overrides.listen.as_ref(),
+            file.server.listen,
+            "127.0.0.1:8080",
+        )?,
+    };
 
     let admin_raw = file
         .server
@@ -381,18 +429,28 @@ fn validate(
         file.upstream.addrs,
         "127.0.0.1:8000",
     )?;
-    let tls = file.upstream.tls.unwrap_or(false);
-    if tls {
-        return err("upstream.tls: TLS to the upstream is not supported by this build yet");
-    }
+    let upstream_tls = file.upstream.tls.unwrap_or(false);
+    let ca_file = match file.upstream.ca_file {
+        Some(p) if !p.is_file() => {
+            return err(format!(
+                "upstream.ca_file: {} is not a readable file",
+                p.display()
+            ))
+        }
+        other => other,
+    };
     let timeout = |key: &str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
         0 => err(format!("upstream.{key}: must be at least 1")),
         ms => Ok(Duration::from_millis(ms)),
     };
     let upstream = UpstreamConfig {
+        sni: match file.upstream.sni.filter(|s| !s.is_empty()) {
+            Some(s) => s,
+            None => addrs[0].ip().to_string(),
+        },
         addrs,
-        tls,
-        sni: file.upstream.sni.unwrap_or_default(),
+        tls: upstream_tls,
+        ca_file,
         connect_timeout: timeout(
             "connect_timeout_ms",
             file.upstream.connect_timeout_ms,
@@ -507,6 +565,7 @@ fn validate(
 
     Ok(Config {
         listen,
+        tls,
         admin_listen,
         admin_token,
         threads,

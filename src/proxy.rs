@@ -31,6 +31,11 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
+/// Whether the client reached the gate over TLS.
+pub(crate) fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 /// A status as a metric label, without allocating for the common ones.
 fn status_label(status: u16) -> &'static str {
     match status {
@@ -177,6 +182,7 @@ impl GateProxy {
         }
         let method = header.method.clone();
         let query = header.uri.query().map(str::to_string);
+        let authority = header.uri.authority().map(|a| a.to_string());
         let headers = header.headers.clone();
         let body = match read_body(session).await {
             Ok(b) => b,
@@ -191,6 +197,8 @@ impl GateProxy {
             query,
             headers,
             body,
+            tls: is_tls(session),
+            authority,
         };
         routes::serve(&self.app, &route, &req).await
     }
@@ -298,8 +306,8 @@ impl ProxyHttp for GateProxy {
             ));
         };
         ctx.upstream = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
         let upstream = &self.app.config.upstream;
+        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.total_connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -334,7 +342,8 @@ impl ProxyHttp for GateProxy {
                 upstream.remove_header("X-Forwarded-For");
             }
         }
-        upstream.insert_header("X-Forwarded-Proto", "http")?;
+        let proto = if is_tls(session) { "https" } else { "http" };
+        upstream.insert_header("X-Forwarded-Proto", proto)?;
         if let Identity::Key(_) = ctx.identity {
             for (name, value) in gate::identity_headers(&ctx.identity) {
                 upstream.insert_header(name, value)?;

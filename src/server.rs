@@ -12,9 +12,10 @@ use pingora::services::background::{background_service, BackgroundService, GenBa
 
 use crate::admin::service::AdminProxy;
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::proxy::GateProxy;
 use crate::store::{now_ms, SledStore, Store};
+use pingora::listeners::tls::TlsSettings;
 
 /// Why the gate could not start, as the one line printed before exiting.
 #[derive(Debug)]
@@ -58,18 +59,61 @@ impl BackgroundService for CodeSweeper {
     }
 }
 
+fn path_str(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// Loads the certificate and key once at start-up, so a bad pair is one clear
+/// line here rather than a panic in Pingora's listener thread later.
+fn check_certificate(tls: &TlsConfig) -> Result<(), StartError> {
+    use pingora::tls as rustls;
+    rustls::install_default_crypto_provider();
+    let (cert, key) = (path_str(&tls.cert), path_str(&tls.key));
+    let loaded = rustls::load_certs_and_key_files(&cert, &key)
+        .map_err(|e| StartError(format!("server.tls: cannot read {cert} or {key}: {e}")))?;
+    let Some((certs, key_der)) = loaded else {
+        return Err(StartError(format!(
+            "server.tls: {cert} has no certificate or {key} has no private key"
+        )));
+    };
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            StartError(format!(
+                "server.tls: {cert} and {key} do not make a usable pair: {e}"
+            ))
+        })?;
+    Ok(())
+}
+
 impl Gate {
     /// Opens the store, checks the listen addresses can be bound, and builds
     /// the server. Nothing is served until [`Gate::run`].
     pub fn build(config: Config) -> Result<Gate, StartError> {
         let store = Arc::new(SledStore::open(&config.store_path).map_err(|e| StartError(e.0))?);
-        for addr in config.listen.iter().chain(&config.admin_listen) {
+        let tls_listen = config.tls.iter().flat_map(|t| t.listen.iter());
+        for addr in config
+            .listen
+            .iter()
+            .chain(tls_listen)
+            .chain(&config.admin_listen)
+        {
             // Pingora would only log a failed bind and serve nothing: check first.
             std::net::TcpListener::bind(addr)
                 .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
         }
 
+        if let Some(tls) = &config.tls {
+            check_certificate(tls)?;
+        }
         let conf = ServerConf {
+            // Extra CAs to trust for upstream TLS.
+            ca_file: config
+                .upstream
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
             threads: config.threads,
             // SIGTERM: stop accepting, give in-flight requests a moment, exit.
             grace_period_seconds: Some(1),
@@ -92,6 +136,16 @@ impl Gate {
         );
         for addr in &config.listen {
             proxy.add_tcp(&addr.to_string());
+        }
+        if let Some(tls) = &config.tls {
+            for addr in &tls.listen {
+                let mut settings =
+                    TlsSettings::intermediate(&path_str(&tls.cert), &path_str(&tls.key))
+                        .map_err(|e| StartError(format!("server.tls: {e}")))?;
+                // ALPN offers h2 first, then http/1.1.
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            }
         }
         server.add_service(proxy);
         if let Some(addr) = config.admin_listen {

@@ -336,6 +336,18 @@ async fn start_up_problems_are_one_clear_line() {
     );
     assert!(e.contains("store"), "{e}");
 
+    // TLS files that are missing, or are not a certificate and key.
+    let no_cert = write(
+        "tls-missing.toml",
+        "[server.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    );
+    let e = refuses(&["--config", &no_cert, "--data", &store], d);
+    assert!(e.contains("server.tls.cert"), "{e}");
+    let junk = write("junk.pem", "not a certificate");
+    let junk_tls = write("tls-junk.toml", &format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"\"\n[server.tls]\nlisten = \"127.0.0.1:{}\"\ncert = \"{junk}\"\nkey = \"{junk}\"\n", free_port()));
+    let e = refuses(&["--config", &junk_tls, "--data", &store], d);
+    assert!(e.contains("server.tls"), "{e}");
+
     // A listen address already taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::config::UpstreamConfig;
 use crate::store::{digest, Digest};
 use crate::upstream::Upstreams;
 
@@ -22,24 +23,54 @@ pub struct UpstreamFailed(pub String);
 /// Turns cookies into user IDs.
 pub struct Sessions {
     http: reqwest::Client,
+    scheme: &'static str,
+    /// The upstreams' TLS name, when they are asked for by name.
+    host: Option<String>,
     status_path: String,
     ttl: Duration,
     cache: Mutex<HashMap<Digest, (Option<u64>, Instant)>>,
 }
 
 impl Sessions {
-    pub fn new(status_path: String, ttl: Duration) -> Sessions {
-        let http = reqwest::Client::builder()
+    /// Asks the upstreams over TLS when `upstream.tls` is on, with its SNI and CA file.
+    pub fn new(
+        status_path: String,
+        ttl: Duration,
+        upstream: &UpstreamConfig,
+    ) -> Result<Sessions, String> {
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5));
+        let mut host = None;
+        if upstream.tls {
+            if let Some(path) = &upstream.ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!("upstream.ca_file: cannot read {}: {e}", path.display())
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("upstream.ca_file: {}: {e}", path.display()))?;
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            // A named upstream is asked for by name (for SNI and the certificate),
+            // connecting to the configured addresses.
+            if upstream.sni.parse::<std::net::IpAddr>().is_err() {
+                builder = builder.resolve_to_addrs(&upstream.sni, &upstream.addrs);
+                host = Some(upstream.sni.clone());
+            }
+        }
+        let http = builder
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Sessions {
+            .map_err(|e| format!("cannot set up session checks: {e}"))?;
+        Ok(Sessions {
             http,
+            scheme: if upstream.tls { "https" } else { "http" },
+            host,
             status_path,
             ttl,
             cache: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The user the cookie is a live session of, or `None`.
@@ -80,7 +111,15 @@ impl Sessions {
     }
 
     async fn ask(&self, cookie: &str, upstream: SocketAddr) -> Result<Option<u64>, UpstreamFailed> {
-        let url = format!("http://{upstream}{}", self.status_path);
+        let url = match &self.host {
+            Some(host) => format!(
+                "{}://{host}:{}{}",
+                self.scheme,
+                upstream.port(),
+                self.status_path
+            ),
+            None => format!("{}://{upstream}{}", self.scheme, self.status_path),
+        };
         let resp = self
             .http
             .get(&url)

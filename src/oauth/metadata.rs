@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::app::{ApiRequest, App};
 use crate::reply::Reply;
 
-/// The issuer: `server.public_url`, else `http://` and the request's Host.
+/// The issuer: `server.public_url`, else the request's scheme and Host.
 fn issuer(app: &App, req: &ApiRequest) -> String {
     if let Some(url) = &app.config.public_url {
         return url.clone();
@@ -14,10 +14,12 @@ fn issuer(app: &App, req: &ApiRequest) -> String {
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
         .map(str::to_string)
+        .or_else(|| req.authority.clone())
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
         .unwrap_or_else(|| app.config.listen[0].to_string());
-    format!("http://{host}")
+    let scheme = if req.tls { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// Describes the gate's OAuth2 endpoints for client libraries that discover them.
