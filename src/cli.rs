@@ -73,7 +73,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Runs `op` on the store at `config.store_path`, which no gate may hold.
 pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
     let store = SledStore::open(&config.store_path).map_err(|e| {
-        if e.0.contains("locked by another process") {
+        if e.is_locked() {
             format!(
                 "the store at {} is in use by a running gate; act through it with --admin URL \
                  (its admin listener) and TACHI_GATE_ADMIN_TOKEN",

@@ -95,6 +95,7 @@ struct FileServer {
     threads: Option<usize>,
     public_url: Option<String>,
     tls: Option<FileTls>,
+    upgrade_sock: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +249,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub threads: usize,
     pub public_url: Option<String>,
+    /// Where a new process receives the listening sockets in a graceful upgrade.
+    pub upgrade_sock: PathBuf,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
     pub session: SessionConfig,
@@ -564,6 +567,10 @@ fn validate(
     }
 
     Ok(Config {
+        upgrade_sock: file
+            .server
+            .upgrade_sock
+            .unwrap_or_else(|| PathBuf::from("/tmp/tachi-gate.upgrade.sock")),
         listen,
         tls,
         admin_listen,

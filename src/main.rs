@@ -39,7 +39,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gate (the default).
-    Serve,
+    Serve {
+        /// Take over from a running gate (graceful upgrade): start this, then
+        /// send SIGQUIT to the running one.
+        #[arg(long, short)]
+        upgrade: bool,
+    },
     /// Manage API clients.
     #[command(subcommand)]
     Clients(ClientsCommand),
@@ -141,7 +146,7 @@ fn client_fields(c: NewClient) -> (u64, Map<String, Value>) {
 /// The admin operation a command asks for.
 fn operation(command: Command, config: &Config) -> Result<AdminOp, String> {
     Ok(match command {
-        Command::Serve => return Err("serve is not an operator command".into()),
+        Command::Serve { .. } => return Err("serve is not an operator command".into()),
         Command::Clients(ClientsCommand::List { author }) => AdminOp::ListClients { author },
         Command::Clients(ClientsCommand::Create(c)) => {
             let (author, fields) = client_fields(c);
@@ -201,7 +206,7 @@ fn main() -> ExitCode {
     // The gate logs its work at the configured level (RUST_LOG wins); an
     // operator command prints only its answer and warnings.
     let default_filter = match cli.command {
-        None | Some(Command::Serve) => {
+        None | Some(Command::Serve { .. }) => {
             format!("{},pingora_core=warn,pingora_proxy=warn", config.log_level)
         }
         Some(_) => "warn".to_string(),
@@ -209,7 +214,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
         .init();
     match cli.command {
-        None | Some(Command::Serve) => serve(config),
+        None => serve(config, false),
+        Some(Command::Serve { upgrade }) => serve(config, upgrade),
         Some(command) => {
             let outcome = operation(command, &config).and_then(|op| match &cli.admin {
                 Some(url) => cli::run_remote(url, std::env::var("TACHI_GATE_ADMIN_TOKEN").ok(), op),
@@ -233,9 +239,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, upgrade: bool) -> ExitCode {
     let listen: Vec<String> = config.listen.iter().map(|a| a.to_string()).collect();
-    let gate = match Gate::build(config) {
+    let gate = match Gate::build_with(config, upgrade) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("tachi-gate: {e}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService, GenBackgroundService};
 
@@ -87,21 +87,49 @@ fn check_certificate(tls: &TlsConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+/// How long a new process in an upgrade waits for the old one to let go of
+/// the store (the old one keeps serving for Pingora's 5 s hand-over, then
+/// finishes its requests).
+const UPGRADE_STORE_WAIT: Duration = Duration::from_secs(60);
+
+/// Opens the store; in an upgrade, retries while the old process still holds it.
+fn open_store(path: &std::path::Path, upgrade: bool) -> Result<SledStore, StartError> {
+    let started = std::time::Instant::now();
+    loop {
+        match SledStore::open(path) {
+            Ok(store) => return Ok(store),
+            Err(e) if upgrade && e.is_locked() && started.elapsed() < UPGRADE_STORE_WAIT => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(StartError(e.0)),
+        }
+    }
+}
+
 impl Gate {
     /// Opens the store, checks the listen addresses can be bound, and builds
     /// the server. Nothing is served until [`Gate::run`].
     pub fn build(config: Config) -> Result<Gate, StartError> {
-        let store = Arc::new(SledStore::open(&config.store_path).map_err(|e| StartError(e.0))?);
-        let tls_listen = config.tls.iter().flat_map(|t| t.listen.iter());
-        for addr in config
-            .listen
-            .iter()
-            .chain(tls_listen)
-            .chain(&config.admin_listen)
-        {
+        Gate::build_with(config, false)
+    }
+
+    /// Builds the gate; with `upgrade`, as the new process of a graceful
+    /// upgrade: it takes the listening sockets over from the running gate
+    /// (which is then sent SIGQUIT), and opens the store once that gate has
+    /// finished and let go of it.
+    pub fn build_with(config: Config, upgrade: bool) -> Result<Gate, StartError> {
+        if !upgrade {
             // Pingora would only log a failed bind and serve nothing: check first.
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+            let tls_listen = config.tls.iter().flat_map(|t| t.listen.iter());
+            for addr in config
+                .listen
+                .iter()
+                .chain(tls_listen)
+                .chain(&config.admin_listen)
+            {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+            }
         }
 
         if let Some(tls) = &config.tls {
@@ -120,10 +148,17 @@ impl Gate {
             graceful_shutdown_timeout_seconds: Some(1),
             // Connect failures move on to the next upstream this many times.
             max_retries: config.upstream.addrs.len().clamp(1, 4),
+            upgrade_sock: config.upgrade_sock.display().to_string(),
             ..ServerConf::default()
         };
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        let opt = Opt {
+            upgrade,
+            ..Opt::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        // In an upgrade this waits for the running gate's sockets.
         server.bootstrap();
+        let store = Arc::new(open_store(&config.store_path, upgrade)?);
 
         let config = Arc::new(config);
         let app = Arc::new(

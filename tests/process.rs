@@ -452,3 +452,145 @@ async fn logs_have_access_and_audit_lines_and_no_secrets() {
     assert!(log.contains("key issued token_id="), "{log}");
     assert!(log.contains("keys revoked count=1"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_upgrade_keeps_answering_requests() {
+    let upstream = MockTachi::start().await;
+    let cookie = "connect.sid=upgrade";
+    upstream.add_session(cookie, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let conf = dir.path().join("gate.toml");
+    let sock = dir.path().join("upgrade.sock");
+    // No rate limits: the load below is one busy client.
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nadmin_listen = \"\"\nupgrade_sock = \"{}\"\n[limits]\nenabled = false\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = |upgrade: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve");
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        cmd.arg("--config")
+            .arg(&conf)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--upstream")
+            .arg(upstream.addr.to_string())
+            .arg("--data")
+            .arg(&store)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let mut old = Proc {
+        child: start(false),
+        addr,
+    };
+    assert!(wait_for_port(addr, Duration::from_secs(20)));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (_, v) = post_json(
+        &http,
+        old.url("/api/v1/clients/create"),
+        Some(cookie),
+        json!({"name": "Upgrade", "redirectUri": CB, "permissions": ["submit_score"]}),
+    )
+    .await;
+    let (id, secret) = (
+        v["body"]["clientID"].as_str().unwrap().to_string(),
+        v["body"]["clientSecret"].as_str().unwrap().to_string(),
+    );
+
+    // Load throughout: key checks and token exchanges (store reads and writes),
+    // each on a fresh connection, as clients arriving during the upgrade would.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, base, id, secret) = (
+            stop.clone(),
+            format!("http://{addr}"),
+            id.clone(),
+            secret.clone(),
+        );
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let (mut answered, mut failures) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let code = match http
+                    .post(format!("{base}/api/v1/oauth/create-code"))
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => r.json::<Value>().await.unwrap()["body"]["code"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    other => {
+                        failures.push(format!("create-code: {other:?}"));
+                        continue;
+                    }
+                };
+                let body = json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": code});
+                match http
+                    .post(format!("{base}/api/v1/oauth/token"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        let key = r.json::<Value>().await.unwrap()["body"]["token"]
+                            .as_str()
+                            .unwrap()
+                            .to_string();
+                        match http.get(format!("{base}/x")).bearer_auth(&key).send().await {
+                            Ok(r) if r.status() == 200 => answered += 1,
+                            other => failures.push(format!("gated: {other:?}")),
+                        }
+                    }
+                    other => failures.push(format!("token: {other:?}")),
+                }
+            }
+            (answered, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new = start(true);
+    // The new process waits on the upgrade socket; hand over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal(libc::SIGQUIT);
+    let (code, took) = old.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "the old gate exits cleanly");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(answered > 20, "only {answered} flows completed");
+    // The new gate carries on alone with everything the old one acknowledged.
+    let new = Proc { child: new, addr };
+    let (st, _) = post_json(
+        &http,
+        new.url("/api/v1/oauth/create-code"),
+        Some(cookie),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200, "the old gate took {took:?} to hand over");
+}

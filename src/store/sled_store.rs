@@ -69,6 +69,13 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+impl OpenError {
+    /// Whether another process holds the store.
+    pub fn is_locked(&self) -> bool {
+        self.0.contains("locked by another process")
+    }
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<SledStore, OpenError> {
