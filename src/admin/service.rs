@@ -50,10 +50,16 @@ impl AdminProxy {
         let header = session.req_header();
         let path = header.uri.path().to_string();
         if path == "/healthz" {
-            return if header.method == http::Method::GET {
-                Reply::success("Serving.", json!({"store": "open"}))
-            } else {
-                Reply::method_not_allowed("GET")
+            if header.method != http::Method::GET {
+                return Reply::method_not_allowed("GET");
+            }
+            // A read the store must be able to answer; a failure means it cannot serve.
+            return match self.app.store.key(&[0; 32]).await {
+                Ok(_) => Reply::success("Serving.", json!({"store": "open"})),
+                Err(e) => {
+                    log::error!("health check: {e}");
+                    Reply::failure(503, "The store is not serving.")
+                }
             };
         }
         let Some(rest) = path.strip_prefix("/admin") else {
