@@ -225,30 +225,45 @@ async fn worker(base: String, ledger: Arc<Mutex<Ledger>>, seed: u64) {
     }
 }
 
+/// The facts to check, copied out of the ledger.
+struct Snapshot {
+    /// Keys with a definite expectation: (key, must work).
+    keys: Vec<(String, bool)>,
+    consumed: Vec<(String, String)>,
+    deleted: Vec<String>,
+    /// Live clients whose deletion was never attempted: (ID, secret).
+    live: Vec<(String, String)>,
+}
+
+impl Ledger {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            keys: self
+                .keys
+                .keys()
+                .filter_map(|k| Some((k.clone(), self.expectation(k)?)))
+                .collect(),
+            consumed: self.consumed.clone(),
+            deleted: self.deleted_clients.iter().cloned().collect(),
+            live: self
+                .clients
+                .iter()
+                .filter(|(c, _)| !self.uncertain_clients.contains(*c))
+                .map(|(c, s)| (c.clone(), s.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// Checks every acknowledged fact against the restarted gate.
 async fn verify(gate: &Gate, ledger: &Mutex<Ledger>, cycle: usize) {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let (keys, consumed, deleted, live): (
-        Vec<(String, bool)>,
-        Vec<(String, String)>,
-        Vec<String>,
-        Vec<(String, String)>,
-    ) = {
-        let l = ledger.lock().unwrap();
-        (
-            l.keys
-                .keys()
-                .filter_map(|k| Some((k.clone(), l.expectation(k)?)))
-                .collect(),
-            l.consumed.clone(),
-            l.deleted_clients.iter().cloned().collect(),
-            l.clients
-                .iter()
-                .filter(|(c, _)| !l.uncertain_clients.contains(*c))
-                .map(|(c, s)| (c.clone(), s.clone()))
-                .collect(),
-        )
-    };
+    let Snapshot {
+        keys,
+        consumed,
+        deleted,
+        live,
+    } = ledger.lock().unwrap().snapshot();
     for (key, works) in &keys {
         let st = http
             .get(format!("{}/x", gate.base))
