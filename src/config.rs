@@ -315,7 +315,16 @@ impl Config {
         admin_token_env: Option<String>,
     ) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        validate(file, overrides, admin_token_env)
+        validate(file, overrides, admin_token_env, &resolve)
+    }
+
+    /// As [`Config::from_toml`] with no overrides, but accepting only numeric
+    /// addresses, so that it never waits on DNS (for fuzzing and property tests).
+    pub fn from_toml_offline(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        validate(file, &Overrides::default(), None, &|value: &str| {
+            value.parse().map_err(|e| format!("{e}"))
+        })
     }
 }
 
@@ -332,16 +341,20 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
-fn socket_addr(what: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+/// Turns `host:port` into an address, resolving a host name once.
+type Resolver<'a> = &'a dyn Fn(&str) -> Result<SocketAddr, String>;
+
+fn resolve(value: &str) -> Result<SocketAddr, String> {
     match value.to_socket_addrs() {
-        Ok(mut addrs) => match addrs.next() {
-            Some(a) => Ok(a),
-            None => err(format!("{what}: `{value}` resolves to no address")),
-        },
-        Err(e) => err(format!(
-            "{what}: `{value}` is not a usable host:port address ({e})"
-        )),
+        Ok(mut addrs) => addrs.next().ok_or_else(|| "it resolves to no address".to_string()),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+fn socket_addr(what: &str, value: &str, resolver: Resolver<'_>) -> Result<SocketAddr, ConfigError> {
+    resolver(value).map_err(|e| {
+        ConfigError(format!("{what}: `{value}` is not a usable host:port address ({e})"))
+    })
 }
 
 /// A list of addresses: the command-line override, else the file, else the default.
@@ -350,6 +363,7 @@ fn address_list(
     over: Option<&String>,
     file: Option<OneOrMany>,
     default: &str,
+    resolver: Resolver<'_>,
 ) -> Result<Vec<SocketAddr>, ConfigError> {
     let raw = match over {
         // On the command line several addresses are separated by commas.
@@ -361,18 +375,20 @@ fn address_list(
     if raw.is_empty() {
         return err(format!("{key}: at least one address is needed"));
     }
-    raw.iter().map(|a| socket_addr(key, a)).collect()
+    raw.iter().map(|a| socket_addr(key, a, resolver)).collect()
 }
 
 fn validate(
     file: FileConfig,
     overrides: &Overrides,
     admin_token_env: Option<String>,
+    resolver: Resolver<'_>,
 ) -> Result<Config, ConfigError> {
     let tls = match file.server.tls {
         None => None,
         Some(t) => {
-            let listen = address_list("server.tls.listen", None, t.listen, "127.0.0.1:8443")?;
+            let listen =
+                address_list("server.tls.listen", None, t.listen, "127.0.0.1:8443", resolver)?;
             let file_of = |key: &str, p: Option<PathBuf>| match p {
                 Some(p) if p.is_file() => Ok(p),
                 Some(p) => err(format!(
@@ -396,6 +412,7 @@ fn validate(
             overrides.listen.as_ref(),
             file.server.listen,
             "127.0.0.1:8080",
+            resolver,
         )?,
     };
 
@@ -406,7 +423,7 @@ fn validate(
     let admin_listen = if admin_raw.is_empty() {
         None
     } else {
-        Some(socket_addr("server.admin_listen", &admin_raw)?)
+        Some(socket_addr("server.admin_listen", &admin_raw, resolver)?)
     };
     let admin_token = admin_token_env
         .filter(|t| !t.is_empty())
@@ -431,6 +448,7 @@ fn validate(
         overrides.upstream.as_ref(),
         file.upstream.addrs,
         "127.0.0.1:8000",
+        resolver,
     )?;
     let upstream_tls = file.upstream.tls.unwrap_or(false);
     let ca_file = match file.upstream.ca_file {
