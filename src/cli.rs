@@ -90,11 +90,52 @@ pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
     outcome_of(&reply.envelope)
 }
 
+/// Records per import request, so each stays well under the admin API's
+/// 64 KiB body limit (a key record is about 300 bytes, a client about 500).
+const IMPORT_CHUNK: usize = 100;
+
 /// Runs `op` through a gate's admin API at `base` (e.g. `http://127.0.0.1:9180`).
+/// An import goes in chunks; importing is idempotent, so a chunk that fails
+/// can simply be sent again by running the command again.
 pub fn run_remote(base: &str, token: Option<String>, op: AdminOp) -> Outcome {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Err("--admin needs the admin token in TACHI_GATE_ADMIN_TOKEN".into());
     };
+    let AdminOp::Import(batch) = op else {
+        return send(base, &token, &op);
+    };
+    let mut chunks: Vec<ImportBatch> = batch
+        .clients
+        .chunks(IMPORT_CHUNK)
+        .map(|c| ImportBatch {
+            clients: c.to_vec(),
+            keys: Vec::new(),
+        })
+        .collect();
+    chunks.extend(batch.keys.chunks(IMPORT_CHUNK).map(|k| ImportBatch {
+        clients: Vec::new(),
+        keys: k.to_vec(),
+    }));
+    let mut totals = serde_json::Map::new();
+    for chunk in chunks {
+        let (_, body) = send(base, &token, &AdminOp::Import(chunk))?;
+        for (k, v) in body.as_object().into_iter().flatten() {
+            let sum = totals.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap_or(0);
+            totals.insert(k.clone(), Value::from(sum));
+        }
+    }
+    let t = |k: &str| totals.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let description = format!(
+        "Imported {} clients ({} already present) and {} keys ({} already present).",
+        t("clientsAdded"),
+        t("clientsPresent"),
+        t("keysAdded"),
+        t("keysPresent")
+    );
+    Ok((description, Value::Object(totals)))
+}
+
+fn send(base: &str, token: &str, op: &AdminOp) -> Outcome {
     let (method, path, body) = op.to_http();
     let url = format!("{}{path}", base.trim_end_matches('/'));
     runtime()?.block_on(async {

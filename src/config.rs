@@ -183,8 +183,8 @@ pub struct UpstreamConfig {
     /// Resolved once at start-up: Pingora's peers must not do DNS per request.
     pub addrs: Vec<SocketAddr>,
     pub tls: bool,
-    /// The TLS server name for upstreams (defaults to the address's IP).
-    pub sni: String,
+    /// The TLS server name for upstreams; `None`: each upstream's own IP.
+    pub sni: Option<String>,
     /// A PEM file of CA certificates to trust for upstream TLS, besides the system's.
     pub ca_file: Option<PathBuf>,
     /// How long connecting to an upstream may take (then 502).
@@ -249,7 +249,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub threads: usize,
     pub public_url: Option<String>,
-    /// Where a new process receives the listening sockets in a graceful upgrade.
+    /// Where a new process receives the listening sockets in a graceful upgrade
+    /// (default: `upgrade.sock` in the store directory).
     pub upgrade_sock: PathBuf,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
@@ -346,14 +347,18 @@ type Resolver<'a> = &'a dyn Fn(&str) -> Result<SocketAddr, String>;
 
 fn resolve(value: &str) -> Result<SocketAddr, String> {
     match value.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| "it resolves to no address".to_string()),
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| "it resolves to no address".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
 
 fn socket_addr(what: &str, value: &str, resolver: Resolver<'_>) -> Result<SocketAddr, ConfigError> {
     resolver(value).map_err(|e| {
-        ConfigError(format!("{what}: `{value}` is not a usable host:port address ({e})"))
+        ConfigError(format!(
+            "{what}: `{value}` is not a usable host:port address ({e})"
+        ))
     })
 }
 
@@ -387,8 +392,13 @@ fn validate(
     let tls = match file.server.tls {
         None => None,
         Some(t) => {
-            let listen =
-                address_list("server.tls.listen", None, t.listen, "127.0.0.1:8443", resolver)?;
+            let listen = address_list(
+                "server.tls.listen",
+                None,
+                t.listen,
+                "127.0.0.1:8443",
+                resolver,
+            )?;
             let file_of = |key: &str, p: Option<PathBuf>| match p {
                 Some(p) if p.is_file() => Ok(p),
                 Some(p) => err(format!(
@@ -428,6 +438,9 @@ fn validate(
     let admin_token = admin_token_env
         .filter(|t| !t.is_empty())
         .or(file.server.admin_token.filter(|t| !t.is_empty()));
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        return err("server.admin_token (or TACHI_GATE_ADMIN_TOKEN): use at least 16 characters");
+    }
 
     let threads = file.server.threads.unwrap_or(2);
     if threads == 0 {
@@ -465,10 +478,7 @@ fn validate(
         ms => Ok(Duration::from_millis(ms)),
     };
     let upstream = UpstreamConfig {
-        sni: match file.upstream.sni.filter(|s| !s.is_empty()) {
-            Some(s) => s,
-            None => addrs[0].ip().to_string(),
-        },
+        sni: file.upstream.sni.filter(|s| !s.is_empty()),
         addrs,
         tls: upstream_tls,
         ca_file,
@@ -585,10 +595,12 @@ fn validate(
     }
 
     Ok(Config {
+        // By default beside the store, in a directory only the gate writes to,
+        // so no other local user can take the hand-over socket.
         upgrade_sock: file
             .server
             .upgrade_sock
-            .unwrap_or_else(|| PathBuf::from("/tmp/tachi-gate.upgrade.sock")),
+            .unwrap_or_else(|| store_path.join("upgrade.sock")),
         listen,
         tls,
         admin_listen,
@@ -748,12 +760,17 @@ mod tests {
     #[test]
     fn admin_token_from_environment_wins() {
         let c = Config::from_toml(
-            "[server]\nadmin_token = \"file\"",
+            "[server]\nadmin_token = \"from-the-file-0123456789\"",
             &Overrides::default(),
-            Some("env".into()),
+            Some("from-the-environment-0123".into()),
         )
         .unwrap();
-        assert_eq!(c.admin_token.as_deref(), Some("env"));
+        assert_eq!(c.admin_token.as_deref(), Some("from-the-environment-0123"));
+    }
+
+    #[test]
+    fn short_admin_tokens_are_refused() {
+        assert!(parse("[server]\nadmin_token = \"short\"").is_err());
     }
 
     #[test]

@@ -175,6 +175,12 @@ fn object(line: usize, v: &Value) -> Result<&Map<String, Value>, ImportError> {
         .map_or_else(|| error(line, "expected a JSON object"), Ok)
 }
 
+/// Whether a client ID is one the gate can store and index: 1 to 128
+/// printable ASCII characters, no `/` (Tachi's are `CI` + 40 hex).
+pub fn valid_client_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
 /// Tachi `api-clients` documents as client records (secrets hashed here).
 pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, ImportError> {
     let mut out = Vec::new();
@@ -197,8 +203,15 @@ pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, Import
                 requested.push(p);
             }
         }
+        let client_id = d.string("clientID")?;
+        if !valid_client_id(&client_id) {
+            return error(
+                line,
+                "clientID: expected 1 to 128 printable characters without '/'",
+            );
+        }
         out.push(ClientRecord {
-            client_id: d.string("clientID")?,
+            client_id,
             secret_hash: hex::encode(digest(&d.string("clientSecret")?)),
             name: d.string("name")?,
             author: d.user("author")?,
@@ -251,7 +264,12 @@ pub fn keys(text: &str, known: &[String]) -> Result<Vec<(Digest, KeyRecord)>, Im
                 user_id: d.user("userID")?,
                 identifier: d.optional_string("identifier")?.unwrap_or_default(),
                 permissions,
-                from_client: d.optional_string("fromAPIClient")?,
+                from_client: match d.optional_string("fromAPIClient")? {
+                    Some(c) if !valid_client_id(&c) => {
+                        return error(line, "fromAPIClient: not a client ID")
+                    }
+                    other => other,
+                },
                 created_on: d.created_on(),
             },
         ));

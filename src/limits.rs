@@ -12,6 +12,18 @@ use crate::config::LimitsConfig;
 use crate::reply::Reply;
 use crate::telemetry::RATE_LIMITED;
 
+/// What is counted for an address: an IPv4 address itself, an IPv6 address's
+/// /64, since one client usually holds a whole /64 and could rotate within it.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
 /// The limits in force.
 pub struct Limits {
     config: LimitsConfig,
@@ -22,9 +34,13 @@ pub struct Limits {
 impl Limits {
     pub fn new(config: LimitsConfig) -> Limits {
         let window = Duration::from_secs(config.window_secs);
+        // A count-min sketch: more columns than pingora-limits' default keep
+        // many distinct clients from adding up in one counter (4 × 16384
+        // counters, about 1 MiB a limit).
+        let rate = || Rate::new_with_estimator_config(window, 4, 16_384);
         Limits {
-            oauth: Rate::new(window),
-            failures: Rate::new(window),
+            oauth: rate(),
+            failures: rate(),
             config,
         }
     }
@@ -41,7 +57,7 @@ impl Limits {
         let Some(ip) = ip.filter(|_| self.config.enabled) else {
             return Ok(());
         };
-        if self.oauth.observe(&ip, 1) > self.config.oauth_requests as isize {
+        if self.oauth.observe(&bucket(ip), 1) > self.config.oauth_requests as isize {
             return Err(self.refusal("oauth"));
         }
         Ok(())
@@ -52,7 +68,7 @@ impl Limits {
         let Some(ip) = ip.filter(|_| self.config.enabled) else {
             return Ok(());
         };
-        if self.failures.observe(&ip, 0) >= self.config.failed_auths as isize {
+        if self.failures.observe(&bucket(ip), 0) >= self.config.failed_auths as isize {
             return Err(self.refusal("failed_auth"));
         }
         Ok(())
@@ -61,7 +77,7 @@ impl Limits {
     /// Counts a failed client authentication or key check.
     pub fn failure(&self, ip: Option<IpAddr>) {
         if let Some(ip) = ip.filter(|_| self.config.enabled) {
-            self.failures.observe(&ip, 1);
+            self.failures.observe(&bucket(ip), 1);
         }
     }
 }
@@ -102,6 +118,19 @@ mod tests {
         assert!(l.failures_exceeded(a).is_ok());
         l.failure(a);
         assert!(l.failures_exceeded(a).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_client() {
+        let l = limits(100, 2);
+        l.failure(Some("2001:db8::1".parse().unwrap()));
+        l.failure(Some("2001:db8::2:3".parse().unwrap()));
+        assert!(l
+            .failures_exceeded(Some("2001:db8::ffff".parse().unwrap()))
+            .is_err());
+        assert!(l
+            .failures_exceeded(Some("2001:db8:0:1::1".parse().unwrap()))
+            .is_ok());
     }
 
     #[test]

@@ -281,8 +281,15 @@ impl ProxyHttp for GateProxy {
                 Ok(false)
             }
             Step::Own(route) => {
+                let introspection = route == routes::Route::Introspect;
                 let reply = self.serve_own(session, route).await;
-                if reply.envelope.get("error").and_then(|e| e.as_str()) == Some("invalid_client") {
+                // Failed client authentications, and introspections of keys that
+                // do not exist, count towards the failed-authentication limit.
+                let failed_client =
+                    reply.envelope.get("error").and_then(|e| e.as_str()) == Some("invalid_client");
+                let unknown_key = introspection
+                    && reply.envelope.get("active") == Some(&serde_json::Value::Bool(false));
+                if failed_client || unknown_key {
                     limits.failure(ip);
                 }
                 write_reply(session, &reply).await?;
@@ -307,7 +314,11 @@ impl ProxyHttp for GateProxy {
         };
         ctx.upstream = Some(addr);
         let upstream = &self.app.config.upstream;
-        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+        let sni = match &upstream.sni {
+            Some(name) => name.clone(),
+            None => addr.ip().to_string(),
+        };
+        let mut peer = HttpPeer::new(addr, upstream.tls, sni);
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.total_connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -390,7 +401,7 @@ impl ProxyHttp for GateProxy {
                 k.user_id.to_string(),
                 k.from_client.as_deref().unwrap_or("-"),
             ),
-            Identity::Session => ("session".to_string(), "-"),
+            Identity::Session(user) => (user.to_string(), "-"),
             Identity::Guest | Identity::ForeignKey => ("-".to_string(), "-"),
         };
         log::info!(

@@ -118,6 +118,23 @@ impl Gate {
     /// (which is then sent SIGQUIT), and opens the store once that gate has
     /// finished and let go of it.
     pub fn build_with(config: Config, upgrade: bool) -> Result<Gate, StartError> {
+        let sock_dir = config
+            .upgrade_sock
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
+        // A Unix socket path holds at most 107 bytes.
+        if upgrade && config.upgrade_sock.as_os_str().len() > 107 {
+            return Err(StartError(format!(
+                "server.upgrade_sock: {} is longer than a Unix socket path may be",
+                config.upgrade_sock.display()
+            )));
+        }
+        if upgrade && !sock_dir.is_some_and(|d| d.is_dir()) {
+            return Err(StartError(format!(
+                "server.upgrade_sock: the directory of {} does not exist",
+                config.upgrade_sock.display()
+            )));
+        }
         if !upgrade {
             // Pingora would only log a failed bind and serve nothing: check first.
             let tls_listen = config.tls.iter().flat_map(|t| t.listen.iter());

@@ -131,10 +131,8 @@ async fn admin_api_manages_clients_and_keys() {
         "author": 3, "name": "Ops Client", "redirectUri": "https://ops.example/cb", "permissions": ["submit_score"]}))).await;
     assert_eq!(st, 200, "{v}");
     let client = v["body"]["clientID"].as_str().unwrap().to_string();
-    assert!(v["body"]["clientSecret"]
-        .as_str()
-        .unwrap()
-        .starts_with("CS"));
+    let client_secret = v["body"]["clientSecret"].as_str().unwrap().to_string();
+    assert!(client_secret.starts_with("CS"));
     let (st, _) = admin(
         &gate,
         &base,
@@ -238,10 +236,21 @@ async fn admin_api_manages_clients_and_keys() {
     .await;
     assert_eq!(st, 404);
 
-    // Revoke everything of a user.
+    // Revoke everything of a user: keys, and codes not yet exchanged.
+    let user3 = gate.session(3);
+    let pending = gate.create_code(&user3, json!({})).await;
     let (st, v) = admin(&gate, &base, M::POST, "/admin/users/3/revoke-all", None).await;
     assert_eq!((st, v["body"]["revoked"].as_u64()), (200, Some(1)));
     assert_eq!(gate.get_with_key("/x", &client_key).await.status(), 401);
+    let (st, v) = gate
+        .token_json(json!({"client_id": client, "client_secret": client_secret, "grant_type": "authorization_code",
+                           "redirect_uri": "https://ops.example/cb", "code": pending}))
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (404, Some("invalid_grant")),
+        "a code made before revoke-all was exchanged after it: {v}"
+    );
 
     // Delete the client.
     let (st, _) = admin(
@@ -559,4 +568,113 @@ async fn a_malformed_export_is_rejected_with_its_line_and_imports_nothing() {
         &[],
     ));
     assert_eq!(keys, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_importing_never_revives_revoked_keys_or_deleted_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    let (clients, tokens) = (fixture("api-clients.jsonl"), fixture("api-tokens.json"));
+    ok_json(&tachi_gate(
+        &[
+            "--data",
+            data,
+            "import",
+            "--clients",
+            &clients,
+            "--tokens",
+            &tokens,
+        ],
+        &[],
+    ));
+    ok_json(&tachi_gate(
+        &[
+            "--data",
+            data,
+            "keys",
+            "revoke",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c",
+        ],
+        &[],
+    ));
+    ok_json(&tachi_gate(
+        &[
+            "--data",
+            data,
+            "clients",
+            "delete",
+            "CI8f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e",
+        ],
+        &[],
+    ));
+    let again = ok_json(&tachi_gate(
+        &[
+            "--data",
+            data,
+            "import",
+            "--clients",
+            &clients,
+            "--tokens",
+            &tokens,
+        ],
+        &[],
+    ));
+    assert_eq!(
+        again,
+        json!({"clientsAdded": 0, "clientsPresent": 2, "keysAdded": 0, "keysPresent": 3})
+    );
+    let clients_now = ok_json(&tachi_gate(&["--data", data, "clients", "list"], &[]));
+    assert_eq!(
+        clients_now.as_array().unwrap().len(),
+        1,
+        "the deleted client stays deleted"
+    );
+    let keys6 = ok_json(&tachi_gate(
+        &["--data", data, "keys", "list", "--user", "6"],
+        &[],
+    ));
+    assert_eq!(keys6, json!([]), "the revoked key stays revoked");
+    let keys5 = ok_json(&tachi_gate(
+        &["--data", data, "keys", "list", "--user", "5"],
+        &[],
+    ));
+    assert_eq!(keys5, json!([]), "keys of the deleted client stay revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_goes_through_a_running_gate() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = TestGate::start_on(
+        &format!("[server]\nadmin_listen = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n"),
+        &dir.path().join("store"),
+        MockTachi::start().await,
+    )
+    .await;
+    // 1000 keys: far over one request's 64 KiB.
+    let lines: Vec<String> = (0..1000)
+        .map(|i| json!({"userID": 100 + i % 7, "token": format!("{i:040x}"), "identifier": "bulk", "permissions": {"submit_score": true}, "fromAPIClient": null}).to_string())
+        .collect();
+    let file = dir.path().join("bulk.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let env = [("TACHI_GATE_ADMIN_TOKEN", TOKEN)];
+    let admin_url = format!("http://127.0.0.1:{port}");
+    let counts = ok_json(&tachi_gate(
+        &[
+            "--admin",
+            &admin_url,
+            "import",
+            "--tokens",
+            file.to_str().unwrap(),
+        ],
+        &env,
+    ));
+    assert_eq!(counts["keysAdded"], 1000);
+    assert_eq!(
+        gate.get_with_key("/x", &format!("{:040x}", 999))
+            .await
+            .status(),
+        200
+    );
 }

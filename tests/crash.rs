@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tachi-gate");
 const CB: &str = "https://example.com/cb";
-const ADMIN: &str = "crash-test-admin";
+const ADMIN: &str = "crash-test-admin-token";
 const USERS: u64 = 3;
 
 fn cookie(user: u64) -> String {

@@ -282,8 +282,12 @@ async fn rfc7662_introspection() {
     )
     .await;
     assert_eq!((st, v), (200, json!({"active": false})));
-    let (st, _) = ask(&key, None).await;
-    assert_eq!(st, 400, "no client credentials at all");
+    let (st, v) = ask(&key, None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "no client credentials at all"
+    );
     let (st, v) = ask(&key, Some((&id, "CSwrong"))).await;
     assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
 

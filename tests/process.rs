@@ -348,6 +348,24 @@ async fn start_up_problems_are_one_clear_line() {
     let e = refuses(&["--config", &junk_tls, "--data", &store], d);
     assert!(e.contains("server.tls"), "{e}");
 
+    // An upgrade whose hand-over socket cannot exist.
+    let bad_sock = write(
+        "sock.toml",
+        "[server]\nadmin_listen = \"\"\nupgrade_sock = \"/nonexistent/dir/upgrade.sock\"\n",
+    );
+    let e = refuses(
+        &[
+            "serve",
+            "--upgrade",
+            "--config",
+            &bad_sock,
+            "--data",
+            &store,
+        ],
+        d,
+    );
+    assert!(e.contains("upgrade_sock"), "{e}");
+
     // A listen address already taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();

@@ -179,7 +179,7 @@ fn validate_batch(app: &App, batch: &ImportBatch) -> Result<Vec<(Digest, KeyReco
     let known = &app.config.oauth.permissions;
     let unknown = |perms: &[String]| perms.iter().find(|p| !known.contains(p)).cloned();
     for c in &batch.clients {
-        if c.client_id.is_empty() || c.secret_hash.len() != 64 {
+        if !crate::import::valid_client_id(&c.client_id) || c.secret_hash.len() != 64 {
             return Err(bad(format!(
                 "Client '{}' has no ID or secret hash.",
                 c.client_id
@@ -198,6 +198,16 @@ fn validate_batch(app: &App, batch: &ImportBatch) -> Result<Vec<(Digest, KeyReco
             .ok()
             .and_then(|d| <Digest>::try_from(d).ok())
             .ok_or_else(|| bad("A key's digest is not 64 hex characters."))?;
+        if k.record
+            .from_client
+            .as_deref()
+            .is_some_and(|c| !crate::import::valid_client_id(c))
+        {
+            return Err(bad(format!(
+                "Key {} names an invalid client ID.",
+                k.record.token_id
+            )));
+        }
         if let Some(p) = unknown(&k.record.permissions) {
             return Err(bad(format!(
                 "Key {} has unknown permission '{p}'.",

@@ -54,8 +54,12 @@ impl AdminProxy {
                 return Reply::method_not_allowed("GET");
             }
             // A read the store must be able to answer; a failure means it cannot serve.
-            return match self.app.store.key(&[0; 32]).await {
-                Ok(_) => Reply::success("Serving.", json!({"store": "open"})),
+            let probe = match self.app.store.healthy() {
+                Ok(()) => self.app.store.key(&[0; 32]).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            return match probe {
+                Ok(()) => Reply::success("Serving.", json!({"store": "open"})),
                 Err(e) => {
                     log::error!("health check: {e}");
                     Reply::failure(503, "The store is not serving.")
@@ -71,7 +75,16 @@ impl AdminProxy {
                 "The admin API is off: set server.admin_token or TACHI_GATE_ADMIN_TOKEN.",
             );
         };
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Err(refusal) = self.app.limits.failures_exceeded(ip) {
+            return refusal;
+        }
         if !self.authorised(expected, session) {
+            self.app.limits.failure(ip);
+            log::warn!(target: "audit", "admin API: a request with a wrong or missing admin token");
             return Reply::failure(401, "A valid admin token is required.")
                 .header("WWW-Authenticate", "Bearer realm=\"tachi-gate admin\"");
         }

@@ -51,8 +51,8 @@ const REALM: &str = "tachi";
 pub enum Identity {
     /// No credentials, or a cookie that was not looked at (no policy needed it).
     Guest,
-    /// A live session; the upstream judges it.
-    Session,
+    /// A live session of this user; the upstream judges it.
+    Session(u64),
     /// A valid key from the store.
     Key(KeyRecord),
     /// A key the gate never issued, passed on untouched (`unknown_tokens = "forward"`).
@@ -173,10 +173,10 @@ pub async fn check(
         // one must not get a guest past a policy: `forward` applies only where
         // no policy does.
         Identity::ForeignKey => Err(Rejection::UnknownKey),
-        Identity::Guest | Identity::Session => match cookie_header(headers) {
+        Identity::Guest | Identity::Session(_) => match cookie_header(headers) {
             None => Err(Rejection::NotAuthorised),
             Some(cookie) => match app.session_user(&cookie).await {
-                Ok(Some(_)) => Ok(Identity::Session),
+                Ok(Some(user)) => Ok(Identity::Session(user)),
                 Ok(None) => Err(Rejection::NotAuthorised),
                 Err(e) => {
                     log::warn!("{}", e.0);
@@ -218,7 +218,7 @@ pub fn identity_headers(identity: &Identity) -> Vec<(&'static str, String)> {
             h.push((IDENTITY_HEADERS[3], k.token_id.clone()));
             h
         }
-        Identity::Guest | Identity::Session | Identity::ForeignKey => Vec::new(),
+        Identity::Guest | Identity::Session(_) | Identity::ForeignKey => Vec::new(),
     }
 }
 
@@ -257,7 +257,7 @@ mod tests {
                 ("x-tachi-token-id", "t1".to_string()),
             ]
         );
-        assert!(identity_headers(&Identity::Session).is_empty());
+        assert!(identity_headers(&Identity::Session(1)).is_empty());
     }
 
     #[test]

@@ -55,9 +55,13 @@ impl Sessions {
             }
             // A named upstream is asked for by name (for SNI and the certificate),
             // connecting to the configured addresses.
-            if upstream.sni.parse::<std::net::IpAddr>().is_err() {
-                builder = builder.resolve_to_addrs(&upstream.sni, &upstream.addrs);
-                host = Some(upstream.sni.clone());
+            if let Some(name) = upstream
+                .sni
+                .as_ref()
+                .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+            {
+                builder = builder.resolve_to_addrs(name, &upstream.addrs);
+                host = Some(name.clone());
             }
         }
         let http = builder

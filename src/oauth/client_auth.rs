@@ -143,6 +143,19 @@ pub fn uses_basic(req: &ApiRequest) -> bool {
     matches!(req.authorization(), Some(Authorization::Basic(_)))
 }
 
+/// For endpoints that only clients may call (revoke, introspect): no client
+/// credentials at all is a failed client authentication (401), not a
+/// malformed request.
+pub fn require_credentials(req: &ApiRequest, body_id: Option<&str>) -> Result<(), Outcome> {
+    if req.authorization().is_none() && body_id.is_none() {
+        return Err(refuse(
+            Failure::UnknownClient,
+            "Client authentication is required.",
+        ));
+    }
+    Ok(())
+}
+
 /// Authenticates the calling client: credentials from Basic or the body,
 /// then the secret compared (as SHA-256 digests) in constant time.
 pub async fn authenticate(

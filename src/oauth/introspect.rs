@@ -7,7 +7,9 @@ use crate::body;
 use crate::reply::Reply;
 use crate::store::{digest, KeyRecord};
 
-use super::client_auth::{authenticate, outcome_reply, refuse, uses_basic, Failure, Style};
+use super::client_auth::{
+    authenticate, outcome_reply, refuse, require_credentials, uses_basic, Failure, Style,
+};
 use super::string_param;
 
 /// RFC 7662 §2.2's answer for a live key.
@@ -38,6 +40,7 @@ pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
             |name| string_param(&params, name).map_err(|d| refuse(Failure::InvalidRequest, d));
         let (id, secret, token) = (get("client_id")?, get("client_secret")?, get("token")?);
         get("token_type_hint")?;
+        require_credentials(req, id.as_deref())?;
         authenticate(app, req, id.as_deref(), secret.as_deref()).await?;
         let Some(token) = token else {
             return Err(refuse(Failure::InvalidRequest, "token is required."));

@@ -17,7 +17,16 @@ fn issuer(app: &App, req: &ApiRequest) -> String {
         .map(str::to_string)
         .or_else(|| req.authority.clone())
         .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
-        .unwrap_or_else(|| app.config.listen[0].to_string());
+        .or_else(|| {
+            let tls = app.config.tls.iter().flat_map(|t| t.listen.iter());
+            app.config
+                .listen
+                .iter()
+                .chain(tls)
+                .next()
+                .map(|a| a.to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string());
     let scheme = if req.tls { "https" } else { "http" };
     format!("{scheme}://{host}")
 }

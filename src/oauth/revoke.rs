@@ -8,7 +8,9 @@ use crate::reply::Reply;
 use crate::store::digest;
 use crate::telemetry;
 
-use super::client_auth::{authenticate, outcome_reply, refuse, uses_basic, Failure, Style};
+use super::client_auth::{
+    authenticate, outcome_reply, refuse, require_credentials, uses_basic, Failure, Style,
+};
 use super::string_param;
 
 /// Revokes a key the calling client issued. Answers 200 for keys that do not
@@ -27,6 +29,7 @@ pub async fn revoke(app: &App, req: &ApiRequest) -> Reply {
         let (id, secret, token) = (get("client_id")?, get("client_secret")?, get("token")?);
         // RFC 7009 lets the server ignore the hint; it must still be a string.
         get("token_type_hint")?;
+        require_credentials(req, id.as_deref())?;
         let client = authenticate(app, req, id.as_deref(), secret.as_deref()).await?;
         let Some(token) = token else {
             return Err(refuse(Failure::InvalidRequest, "token is required."));

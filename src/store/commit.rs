@@ -93,6 +93,13 @@ impl GroupCommit {
         }
     }
 
+    /// Whether the last flush succeeded (a failed one means writes cannot be
+    /// made durable, so the gate should not be called healthy).
+    pub fn healthy(&self) -> bool {
+        let p = *self.progress.borrow();
+        p.failed <= p.done
+    }
+
     /// How many flushes have run.
     pub fn flush_count(&self) -> u64 {
         self.progress.borrow().flushes

@@ -184,6 +184,11 @@ pub trait Store: Send + Sync + 'static {
         keys: &[(Digest, KeyRecord)],
     ) -> Result<ImportCounts, StoreError>;
 
+    /// Whether the store can make writes durable right now.
+    fn healthy(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Makes everything written so far durable and releases the store.
     fn close(&self) -> Result<(), StoreError>;
 }

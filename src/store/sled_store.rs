@@ -13,6 +13,9 @@
 //! | `keys_by_client` | len(client ID) ‖ client ID ‖ SHA-256(key) | empty    |
 //! | `keys_by_user`   | user (u64 BE) ‖ SHA-256(key)          | empty        |
 //!
+//! A revoked key and a deleted client leave an empty tombstone under their
+//! digest or ID, so that re-running an import cannot bring them back.
+//!
 //! Indexes are only ever read through the primary record they point at, and
 //! every multi-tree change is one small sled transaction, so a crash never
 //! leaves an index and its record disagreeing.
@@ -120,7 +123,7 @@ impl SledStore {
         let mut out = Vec::new();
         for entry in index.scan_prefix(prefix) {
             let (k, _) = entry?;
-            if let Some(bytes) = self.keys.get(&k[prefix.len()..])? {
+            if let Some(bytes) = live(self.keys.get(&k[prefix.len()..])?) {
                 out.push(decode::<KeyRecord>(&bytes)?);
             }
         }
@@ -180,6 +183,15 @@ fn open_error(path: &Path, e: sled::Error) -> OpenError {
     }
 }
 
+/// What a revoked key or a deleted client leaves behind: an empty value. It
+/// reads as absent everywhere, but an import sees that the ID is taken.
+const TOMBSTONE: &[u8] = &[];
+
+/// A stored value, unless it is a tombstone.
+fn live(value: Option<sled::IVec>) -> Option<sled::IVec> {
+    value.filter(|v| !v.is_empty())
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError(format!("cannot encode a record: {e}")))
 }
@@ -226,6 +238,14 @@ fn joined(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// A stored code digest as a [`Digest`] (keys of the `codes` tree are 32 bytes).
+fn digest_of(bytes: &[u8]) -> Digest {
+    let mut d = [0u8; 32];
+    let n = bytes.len().min(32);
+    d[..n].copy_from_slice(&bytes[..n]);
+    d
+}
+
 fn purge_key(at_ms: u64, code: &Digest) -> Vec<u8> {
     joined(&at_ms.to_be_bytes(), code)
 }
@@ -255,11 +275,13 @@ impl KeyTrees<'_> {
         Ok(())
     }
 
-    /// Removes a key and its index entries; whether it existed.
+    /// Revokes a key: its record becomes a tombstone (so that no import brings
+    /// it back) and its index entries go; whether it was live.
     fn remove(&self, hash: &[u8]) -> Result<bool, ConflictableTransactionError<StoreError>> {
-        let Some(bytes) = self.keys.remove(hash)? else {
+        let Some(bytes) = live(self.keys.get(hash)?) else {
             return Ok(false);
         };
+        self.keys.insert(hash, TOMBSTONE)?;
         let record: KeyRecord = tx_decode(&bytes)?;
         self.key_ids.remove(record.token_id.as_bytes())?;
         if let Some(client) = &record.from_client {
@@ -309,7 +331,7 @@ impl Store for SledStore {
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        match self.clients.get(client_id.as_bytes())? {
+        match live(self.clients.get(client_id.as_bytes())?) {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
@@ -320,7 +342,7 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for entry in self.clients_by_user.scan_prefix(prefix) {
             let (k, _) = entry?;
-            if let Some(bytes) = self.clients.get(&k[prefix.len()..])? {
+            if let Some(bytes) = live(self.clients.get(&k[prefix.len()..])?) {
                 out.push(decode::<ClientRecord>(&bytes)?);
             }
         }
@@ -334,7 +356,7 @@ impl Store for SledStore {
         change: &ClientChange<'_>,
     ) -> Result<Option<ClientRecord>, StoreError> {
         let updated = tx_result(self.clients.transaction(|clients| {
-            let Some(old) = clients.get(client_id.as_bytes())? else {
+            let Some(old) = live(clients.get(client_id.as_bytes())?) else {
                 return Ok(None);
             };
             let mut record: ClientRecord = tx_decode(&old)?;
@@ -371,9 +393,11 @@ impl Store for SledStore {
                 )
                     .transaction(
                         |(clients, by_user, keys, key_ids, by_client, keys_by_user)| {
-                            let Some(old) = clients.remove(client_id.as_bytes())? else {
+                            let Some(old) = live(clients.get(client_id.as_bytes())?) else {
                                 return Ok(None);
                             };
+                            // A tombstone, so that no import brings the client back.
+                            clients.insert(client_id.as_bytes(), TOMBSTONE)?;
                             let old: ClientRecord = tx_decode(&old)?;
                             by_user
                                 .remove(joined(&user_prefix(old.author), client_id.as_bytes()))?;
@@ -446,7 +470,7 @@ impl Store for SledStore {
                             };
                             let mut code_record: CodeRecord = tx_decode(&bytes)?;
                             if !code_record.is_fresh(now_ms)
-                                || clients.get(client_id.as_bytes())?.is_none()
+                                || live(clients.get(client_id.as_bytes())?).is_none()
                             {
                                 return Ok(Redeem::Lost);
                             }
@@ -490,9 +514,7 @@ impl Store for SledStore {
             return Err(StoreError("corrupt key hash in a code record".into()));
         };
         let removed = self.remove_keys(&[hash])?;
-        if removed > 0 {
-            self.commit.durable().await?;
-        }
+        self.commit.durable().await?;
         Ok(removed)
     }
 
@@ -522,7 +544,7 @@ impl Store for SledStore {
 
     async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
         let started = std::time::Instant::now();
-        let found = match self.keys.get(key)? {
+        let found = match live(self.keys.get(key)?) {
             Some(bytes) => Some(decode(&bytes)?),
             None => None,
         };
@@ -582,7 +604,7 @@ impl Store for SledStore {
                     .transaction(
                         |(clients, keys, key_ids, keys_by_client, keys_by_user)| {
                             if let Some(client) = &record.from_client {
-                                if clients.get(client.as_bytes())?.is_none() {
+                                if live(clients.get(client.as_bytes())?).is_none() {
                                     return Ok(KeyInsert::NoSuchClient);
                                 }
                             }
@@ -605,27 +627,42 @@ impl Store for SledStore {
     }
 
     async fn revoke_key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
-        let Some(record) = self.key(key).await? else {
-            return Ok(None);
-        };
-        if self.remove_keys(&[key.to_vec()])? == 0 {
-            return Ok(None);
-        }
+        let record = self.key(key).await?;
+        let removed = record.is_some() && self.remove_keys(&[key.to_vec()])? > 0;
+        // Even when another request removed it first: the caller may answer
+        // "revoked", so wait until that removal is on disk too.
         self.commit.durable().await?;
-        Ok(Some(record))
+        Ok(record.filter(|_| removed))
     }
 
     async fn revoke_user_keys(&self, user_id: u64) -> Result<usize, StoreError> {
-        let prefix = user_prefix(user_id);
-        let mut hashes = Vec::new();
-        for entry in self.keys_by_user.scan_prefix(prefix) {
-            let (k, _) = entry?;
-            hashes.push(k[prefix.len()..].to_vec());
-        }
-        let removed = self.remove_keys(&hashes)?;
-        if removed > 0 {
-            self.commit.durable().await?;
-        }
+        let removed = {
+            // No key can be minted for the user while the scan runs.
+            let _creation = self.creation.lock().await;
+            let _exclusive = self.client_keys.write().await;
+            // Unexchanged codes of the user would become keys later: they go too.
+            for entry in self.codes.iter() {
+                let (hash, value) = entry?;
+                let record: CodeRecord = decode(&value)?;
+                if record.user_id == user_id && record.redeemed.is_none() {
+                    tx_result(
+                        (&self.codes, &self.code_purge).transaction(|(codes, purge)| {
+                            codes.remove(&hash)?;
+                            purge.remove(purge_key(record.expires_at, &digest_of(&hash)))?;
+                            Ok(())
+                        }),
+                    )?;
+                }
+            }
+            let prefix = user_prefix(user_id);
+            let mut hashes = Vec::new();
+            for entry in self.keys_by_user.scan_prefix(prefix) {
+                let (k, _) = entry?;
+                hashes.push(k[prefix.len()..].to_vec());
+            }
+            self.remove_keys(&hashes)?
+        };
+        self.commit.durable().await?;
         Ok(removed)
     }
 
@@ -633,6 +670,9 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for entry in self.clients.iter() {
             let (_, v) = entry?;
+            if v.is_empty() {
+                continue;
+            }
             out.push(decode::<ClientRecord>(&v)?);
         }
         out.sort_by_key(|c| c.created_on);
@@ -702,6 +742,14 @@ impl Store for SledStore {
         }
         self.commit.durable().await?;
         Ok(counts)
+    }
+
+    fn healthy(&self) -> Result<(), StoreError> {
+        if self.commit.healthy() {
+            Ok(())
+        } else {
+            Err(StoreError("the last flush to disk failed".into()))
+        }
     }
 
     fn close(&self) -> Result<(), StoreError> {
@@ -883,12 +931,36 @@ mod tests {
             assert!(s.key(k).await.unwrap().is_none());
         }
         assert!(s.key(&mine[4]).await.unwrap().is_some());
-        assert_eq!(s.keys.len(), 1);
+        let live_keys = s
+            .keys
+            .iter()
+            .filter(|e| !e.as_ref().unwrap().1.is_empty())
+            .count();
+        assert_eq!(live_keys, 1);
         assert_eq!(s.key_ids.len(), 1);
         assert_eq!(s.keys_by_client.len(), 1);
         assert_eq!(s.keys_by_user.len(), 1);
         assert_eq!(s.clients_by_user.len(), 1);
         assert_eq!(s.delete_client("CI1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn importing_again_never_brings_back_what_was_revoked_or_deleted() {
+        let (_d, s) = open();
+        let c = client("CI1", 1);
+        let k = (digest("imported-key"), key("CI1"));
+        let other = (digest("other-key"), key("CI2"));
+        let batch_clients = vec![c.clone(), client("CI2", 1)];
+        let batch_keys = vec![k.clone(), other.clone()];
+        s.import(&batch_clients, &batch_keys).await.unwrap();
+        assert!(s.revoke_key(&k.0).await.unwrap().is_some());
+        assert_eq!(s.delete_client("CI2").await.unwrap(), Some(1));
+        let again = s.import(&batch_clients, &batch_keys).await.unwrap();
+        assert_eq!((again.clients_added, again.keys_added), (0, 0));
+        assert!(s.key(&k.0).await.unwrap().is_none());
+        assert!(s.key(&other.0).await.unwrap().is_none());
+        assert!(s.client("CI2").await.unwrap().is_none());
+        assert_eq!(s.all_clients().await.unwrap().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

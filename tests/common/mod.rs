@@ -451,3 +451,41 @@ impl Drop for TestGate {
         self.shutdown();
     }
 }
+
+/// A gate with its admin listener on; (gate, admin base URL).
+pub async fn gate_with_admin(extra: &str) -> (TestGate, String) {
+    let port = free_port();
+    let gate = TestGate::start(&format!(
+        "[server]\nadmin_listen = \"127.0.0.1:{port}\"\n{extra}"
+    ))
+    .await;
+    assert!(wait_for_port(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        std::time::Duration::from_secs(10)
+    ));
+    (gate, format!("http://127.0.0.1:{port}"))
+}
+
+/// The value of one sample line in Prometheus text (0 when absent).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub async fn scrape(gate: &TestGate, base: &str) -> String {
+    let r = gate
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    r.text().await.unwrap()
+}
