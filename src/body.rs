@@ -99,20 +99,31 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
 /// A parameter given twice is an error (RFC 6749 §3.2), as is invalid UTF-8
 /// before or after percent-decoding.
 pub fn form_object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
-    std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
     let mut out = Map::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
-            return Err(BodyError::InvalidUtf8);
-        }
-        if out.contains_key(k.as_ref()) {
+    // form_urlencoded::parse would replace invalid UTF-8 with U+FFFD; decode
+    // each part strictly instead, so a broken escape is an error, not data.
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (form_decode(k)?, form_decode(v)?);
+        if out.contains_key(&k) {
             return Err(BodyError::InvalidForm(format!(
                 "parameter '{k}' is repeated"
             )));
         }
-        out.insert(k.into_owned(), Value::String(v.into_owned()));
+        out.insert(k, Value::String(v));
     }
     Ok(out)
+}
+
+/// One `application/x-www-form-urlencoded` component: `+` is a space, then
+/// percent-escapes; the result must be UTF-8.
+pub fn form_decode(part: &str) -> Result<String, BodyError> {
+    let spaced = part.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| BodyError::InvalidUtf8)
 }
 
 /// Parses a body into an object in whichever format its Content-Type says.

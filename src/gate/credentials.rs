@@ -38,16 +38,8 @@ pub fn basic_credentials(encoded: &[u8]) -> Option<(String, String)> {
         .ok()?;
     let text = std::str::from_utf8(&raw).ok()?;
     let (id, secret) = text.split_once(':')?;
-    Some((form_decode(id)?, form_decode(secret)?))
-}
-
-/// `application/x-www-form-urlencoded` decoding of one value; `None` on invalid UTF-8.
-fn form_decode(s: &str) -> Option<String> {
-    let plus_as_space = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_as_space)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
+    let decode = |s: &str| crate::body::form_decode(s).ok();
+    Some((decode(id)?, decode(secret)?))
 }
 
 #[cfg(test)]
