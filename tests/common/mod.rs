@@ -208,11 +208,17 @@ impl RawResponse {
 /// Sends raw bytes and reads until the gate closes the connection (send
 /// `Connection: close`). Status 0 means the connection closed with no answer.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    raw_request_within(addr, request, Duration::from_secs(15)).await
+}
+
+/// As [`raw_request`], giving up reading after `within` (a request the gate is
+/// still waiting to receive the rest of gets status 0).
+pub async fn raw_request_within(addr: SocketAddr, request: &[u8], within: Duration) -> RawResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _ = stream.write_all(request).await;
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut buf)).await;
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

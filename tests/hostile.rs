@@ -1,0 +1,313 @@
+//! Hostile peers: upstreams that break mid-answer, speak garbage or hang;
+//! clients that trickle or hold idle connections; and a corpus of hundreds
+//! of malformed requests. The gate answers each with a 4xx/502/504 (or closes
+//! the connection), never a 5xx of its own making, and keeps serving.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw upstream that misbehaves by path, and answers `/api/v1/status`
+/// properly (user 1), so sessions still work.
+async fn hostile_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(m) => n += m,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                match path.as_str() {
+                    "/api/v1/status" => {
+                        let body =
+                            json!({"success": true, "description": "ok", "body": {"whoami": 1}})
+                                .to_string();
+                        let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await;
+                    }
+                    "/close-at-once" => {}
+                    "/garbage" => {
+                        let _ = s
+                            .write_all(b"\x00\x13this is not HTTP at all\r\n\r\n")
+                            .await;
+                    }
+                    "/hang" => tokio::time::sleep(Duration::from_secs(30)).await,
+                    "/half-body" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+                            .await;
+                    }
+                    _ => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_upstreams_get_json_errors_and_the_oauth_routes_keep_working() {
+    let upstream = hostile_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = TestGate::start_with_upstreams(
+        "[upstream]\nread_timeout_ms = 500\nhealth_check_secs = 0",
+        &dir.path().join("store"),
+        vec![MockTachi::start().await],
+        &[upstream],
+    )
+    .await;
+    let cookie = "connect.sid=anything";
+    let (id, secret) = gate
+        .create_client(cookie, "https://example.com/cb", &["submit_score"])
+        .await;
+
+    for (path, status) in [("/close-at-once", 502), ("/garbage", 502), ("/hang", 504)] {
+        let started = Instant::now();
+        let r = gate.http.get(gate.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["success"], false, "{path}");
+        // Between the failures, everything else still works.
+        assert_eq!(
+            gate.http
+                .get(gate.url("/fine"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "ok"
+        );
+        let code = gate.create_code(cookie, json!({})).await;
+        let (st, v) = gate.token_json(json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": "https://example.com/cb", "code": code})).await;
+        assert_eq!(st, 200, "token exchange after {path}: {v}");
+    }
+    // A body cut short after the header went out cannot become JSON; the
+    // client sees the truncation, and the gate carries on.
+    let truncated = gate
+        .http
+        .get(gate.url("/half-body"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
+    assert!(
+        truncated.is_err(),
+        "a truncated body must not look complete"
+    );
+    assert_eq!(
+        gate.http
+            .get(gate.url("/fine"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_and_idle_clients_do_not_stop_others() {
+    let gate = TestGate::start("").await;
+    // 2000 idle connections, and 50 that trickle a header one byte at a time.
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(tokio::net::TcpStream::connect(gate.addr).await.unwrap());
+    }
+    let mut tricklers = Vec::new();
+    for _ in 0..50 {
+        let addr = gate.addr;
+        tricklers.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            for b in b"GET /x HTTP/1.1\r\nHost: slow\r\nX-Slow: ".iter() {
+                if s.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "50 requests took {:?} beside the idle ones",
+        started.elapsed()
+    );
+    for t in tricklers {
+        t.abort();
+    }
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_the_time_limit_is_cut_off() {
+    let gate = TestGate::start("").await;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    s.write_all(b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").await.unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            if s.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        rest
+    });
+    let answer = String::from_utf8_lossy(&trickle.await.unwrap()).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // Meanwhile and after, the gate serves.
+    assert_eq!(
+        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
+        200
+    );
+}
+
+/// Hundreds of malformed requests, none answered with a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corpus_of_malformed_requests_gets_no_5xx() {
+    let gate = TestGate::start("[limits]\nenabled = false").await;
+    let routes = [
+        "/api/v1/oauth/create-code",
+        "/api/v1/oauth/token",
+        "/api/v1/oauth/revoke",
+        "/api/v1/oauth/introspect",
+        "/.well-known/oauth-authorization-server",
+        "/api/v1/clients",
+        "/api/v1/clients/create",
+        "/api/v1/clients/CIx",
+        "/api/v1/clients/CIx/reset-secret",
+        "/api/v1/users/me/api-tokens",
+        "/api/v1/users/me/api-tokens/create",
+        "/api/v1/users/1/api-tokens/abc",
+        "/x",
+    ];
+    let methods = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "BREW", "CONNECT",
+    ];
+    let bodies: [&[u8]; 6] = [
+        b"",
+        b"{",
+        b"[]",
+        b"\xff\xfe",
+        b"a=%zz&a=1",
+        b"{\"grant_type\":{\"x\":[1,2,{}]}}",
+    ];
+    let mut requests: Vec<Vec<u8>> = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        for (j, method) in methods.iter().enumerate() {
+            let body = bodies[(i + j) % bodies.len()];
+            let ct = [
+                "application/json",
+                "application/x-www-form-urlencoded",
+                "text/plain",
+            ][(i * j) % 3];
+            // Honest length, a length that lies, and no length.
+            for len in [Some(body.len()), Some(body.len() + 7), None] {
+                let mut r = format!("{method} {route} HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nAuthorization: Bearer junk{i}\r\nConnection: close\r\n").into_bytes();
+                if let Some(l) = len {
+                    r.extend_from_slice(format!("Content-Length: {l}\r\n").as_bytes());
+                }
+                r.extend_from_slice(b"\r\n");
+                r.extend_from_slice(body);
+                requests.push(r);
+            }
+        }
+    }
+    // Random bytes and truncations of a good request.
+    let good = b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    for cut in (1..good.len()).step_by(7) {
+        requests.push(good[..cut].to_vec());
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..40 {
+        let bytes: Vec<u8> = (0..(n * 13 + 5))
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        requests.push(bytes);
+    }
+    // NUL bytes, huge URLs, invalid chunking.
+    requests.push(b"GET /x\x00y HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec());
+    requests.push(
+        format!(
+            "GET /{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "a".repeat(100_000)
+        )
+        .into_bytes(),
+    );
+    requests.push(b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nffffffffffffffffff\r\nx\r\n".to_vec());
+    requests.push(b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec());
+    assert!(requests.len() > 400, "{} requests", requests.len());
+
+    // Many at once: requests that lie about their length or stop half-way are
+    // left waiting by the gate (until its read timeouts), which is fine; what
+    // must never come back is a 5xx.
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    for req in requests {
+        let (addr, limit) = (gate.addr, limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire().await.unwrap();
+            let r = raw_request_within(addr, &req, Duration::from_secs(3)).await;
+            (
+                String::from_utf8_lossy(&req[..req.len().min(60)]).to_string(),
+                r,
+            )
+        });
+    }
+    let mut answered = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (shown, r) = done.unwrap();
+        assert!(r.status < 500, "{shown:?} -> {}", r.head);
+        if r.status >= 400 {
+            answered += 1;
+        }
+    }
+    assert!(
+        answered > 300,
+        "only {answered} requests were refused with a 4xx"
+    );
+    // Still serving.
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+}
