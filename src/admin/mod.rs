@@ -63,6 +63,18 @@ pub enum AdminOp {
     Import(ImportBatch),
 }
 
+/// Percent-decodes each segment of an admin path (IDs and keys may be escaped).
+pub fn decode_path(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn bad(msg: impl Into<String>) -> Reply {
     Reply::failure(400, msg)
 }
@@ -324,15 +336,7 @@ mod tests {
             _ => Map::new(),
         };
         let path = path.strip_prefix("/admin").unwrap();
-        let decoded: String = path
-            .split('/')
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let decoded = decode_path(path);
         assert_eq!(
             AdminOp::from_http(&method, &decoded, &query, body).unwrap(),
             op

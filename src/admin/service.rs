@@ -10,7 +10,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use serde_json::json;
 
-use super::{run, AdminOp};
+use super::{decode_path, run, AdminOp};
 use crate::app::App;
 use crate::body;
 use crate::gate::credentials::{self, Authorization};
@@ -106,15 +106,7 @@ impl AdminProxy {
             Ok((_, m)) => m,
             Err(e) => return e.reply(),
         };
-        let decoded: String = rest
-            .split('/')
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let decoded = decode_path(rest);
         match AdminOp::from_http(&method, &decoded, &query, body) {
             Ok(op) => run(&self.app, op).await,
             Err(reply) => reply,

@@ -180,6 +180,25 @@ pub async fn authenticate(
     Ok(client)
 }
 
+/// The common start of the revoke and introspect endpoints: read `token`
+/// (and an ignored `token_type_hint`, which must still be a string) from the
+/// body, and authenticate the calling client, which is required.
+pub async fn client_and_token(
+    app: &App,
+    req: &ApiRequest,
+) -> Result<(ClientRecord, String), Outcome> {
+    let (_, params) = crate::body::object(req.content_type(), &req.body)
+        .map_err(|e| refuse(Failure::InvalidRequest, e.describe()))?;
+    let get =
+        |name| super::string_param(&params, name).map_err(|d| refuse(Failure::InvalidRequest, d));
+    let (id, secret, token) = (get("client_id")?, get("client_secret")?, get("token")?);
+    get("token_type_hint")?;
+    require_credentials(req, id.as_deref())?;
+    let client = authenticate(app, req, id.as_deref(), secret.as_deref()).await?;
+    let token = token.ok_or_else(|| refuse(Failure::InvalidRequest, "token is required."))?;
+    Ok((client, token))
+}
+
 /// The answer for a failed request in this style, or the store's own failure.
 pub fn outcome_reply(outcome: Outcome, style: Style, basic: bool) -> Reply {
     match outcome {

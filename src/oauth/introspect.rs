@@ -3,14 +3,10 @@
 use serde_json::{json, Map, Value};
 
 use crate::app::{ApiRequest, App};
-use crate::body;
 use crate::reply::Reply;
 use crate::store::{digest, KeyRecord};
 
-use super::client_auth::{
-    authenticate, outcome_reply, refuse, require_credentials, uses_basic, Failure, Style,
-};
-use super::string_param;
+use super::client_auth::{client_and_token, outcome_reply, uses_basic, Style};
 
 /// RFC 7662 §2.2's answer for a live key.
 fn active(key: &KeyRecord) -> Map<String, Value> {
@@ -33,18 +29,7 @@ fn active(key: &KeyRecord) -> Map<String, Value> {
 pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
     let basic = uses_basic(req);
     let answer = async {
-        let params = body::object(req.content_type(), &req.body)
-            .map_err(|e| refuse(Failure::InvalidRequest, e.describe()))?
-            .1;
-        let get =
-            |name| string_param(&params, name).map_err(|d| refuse(Failure::InvalidRequest, d));
-        let (id, secret, token) = (get("client_id")?, get("client_secret")?, get("token")?);
-        get("token_type_hint")?;
-        require_credentials(req, id.as_deref())?;
-        authenticate(app, req, id.as_deref(), secret.as_deref()).await?;
-        let Some(token) = token else {
-            return Err(refuse(Failure::InvalidRequest, "token is required."));
-        };
+        let (_, token) = client_and_token(app, req).await?;
         let body = match app.store.key(&digest(&token)).await? {
             Some(key) => Value::Object(active(&key)),
             None => json!({"active": false}),

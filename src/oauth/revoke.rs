@@ -3,15 +3,11 @@
 use serde_json::json;
 
 use crate::app::{ApiRequest, App};
-use crate::body;
 use crate::reply::Reply;
 use crate::store::digest;
 use crate::telemetry;
 
-use super::client_auth::{
-    authenticate, outcome_reply, refuse, require_credentials, uses_basic, Failure, Style,
-};
-use super::string_param;
+use super::client_auth::{client_and_token, outcome_reply, uses_basic, Style};
 
 /// Revokes a key the calling client issued. Answers 200 for keys that do not
 /// exist or belong to another client too (RFC 7009 §2.2), so the endpoint
@@ -21,19 +17,7 @@ use super::string_param;
 pub async fn revoke(app: &App, req: &ApiRequest) -> Reply {
     let basic = uses_basic(req);
     let answer = async {
-        let params = body::object(req.content_type(), &req.body)
-            .map_err(|e| refuse(Failure::InvalidRequest, e.describe()))?
-            .1;
-        let get =
-            |name| string_param(&params, name).map_err(|d| refuse(Failure::InvalidRequest, d));
-        let (id, secret, token) = (get("client_id")?, get("client_secret")?, get("token")?);
-        // RFC 7009 lets the server ignore the hint; it must still be a string.
-        get("token_type_hint")?;
-        require_credentials(req, id.as_deref())?;
-        let client = authenticate(app, req, id.as_deref(), secret.as_deref()).await?;
-        let Some(token) = token else {
-            return Err(refuse(Failure::InvalidRequest, "token is required."));
-        };
+        let (client, token) = client_and_token(app, req).await?;
         let key = digest(&token);
         if let Some(record) = app.store.key(&key).await? {
             if record.from_client.as_deref() == Some(client.client_id.as_str()) {
