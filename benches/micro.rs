@@ -1,0 +1,103 @@
+//! Micro-benchmarks of the per-request work: the key check (hash, store
+//! lookup, identity headers) at 10³, 10⁵ and 10⁶ stored keys, the policy
+//! match, and parsing a token request body. Run: `cargo bench --bench micro`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tachi_gate::body;
+use tachi_gate::config::Config;
+use tachi_gate::gate::{identity_headers, policy, Identity};
+use tachi_gate::oauth::token::TokenParams;
+use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
+
+/// A store holding `n` keys; returns it with one of its keys.
+fn store_with(n: usize, rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, SledStore, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    let started = Instant::now();
+    let perms = vec!["submit_score".to_string(), "customise_profile".to_string()];
+    let mut probe = String::new();
+    for chunk in 0..n.div_ceil(10_000) {
+        let batch: Vec<_> = (chunk * 10_000..((chunk + 1) * 10_000).min(n))
+            .map(|i| {
+                let key = format!("{i:040x}");
+                if i == n / 2 {
+                    probe = key.clone();
+                }
+                (
+                    digest(&key),
+                    KeyRecord::mint(1 + (i as u64 % 1000), "bench".into(), &perms, None, 0).record,
+                )
+            })
+            .collect();
+        rt.block_on(store.import(&[], &batch)).unwrap();
+    }
+    eprintln!("stored {n} keys in {:?}", started.elapsed());
+    (dir, store, probe)
+}
+
+fn key_check(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("key_check");
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let (_dir, store, key) = store_with(n, &rt);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &key, |b, key| {
+            b.iter(|| {
+                let record = rt
+                    .block_on(store.key(&digest(black_box(key))))
+                    .unwrap()
+                    .unwrap();
+                black_box(identity_headers(&Identity::Key(record)))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn policy_match(c: &mut Criterion) {
+    let config = Config::from_toml_offline(
+        "[[gate.policy]]\nmethods = [\"POST\"]\npath_prefix = \"/ir/\"\nrequire = [\"submit_score\"]\n\
+         [[gate.policy]]\npath_prefix = \"/api/v1/users/me/settings\"\n\
+         [[gate.policy]]\nmethods = [\"DELETE\"]\npath_prefix = \"/api/v1/\"\nrequire = [\"delete_score\"]\n",
+    )
+    .unwrap();
+    let held = vec!["submit_score".to_string()];
+    c.bench_function("policy_match", |b| {
+        b.iter(|| {
+            let p = policy::first_match(
+                &config.gate.policies,
+                black_box("DELETE"),
+                black_box("/api/v1/sessions/abc"),
+            );
+            black_box(p.map(|p| policy::missing(&p.require, &held)))
+        })
+    });
+}
+
+fn token_bodies(c: &mut Criterion) {
+    let json = br#"{"client_id":"CI0123456789abcdef0123456789abcdef01234567","client_secret":"CSfedcba9876543210fedcba9876543210fedcba98","grant_type":"authorization_code","redirect_uri":"https://example.com/callback","code":"0123456789abcdef0123456789abcdef01234567"}"#;
+    let form = b"grant_type=authorization_code&code=0123456789abcdef0123456789abcdef01234567&redirect_uri=https%3A%2F%2Fexample.com%2Fcallback&code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let mut group = c.benchmark_group("token_body");
+    group.bench_function("json", |b| {
+        b.iter(|| {
+            let (_, map) = body::object(Some("application/json"), black_box(json)).unwrap();
+            black_box(TokenParams::from_object(&map).unwrap())
+        })
+    });
+    group.bench_function("form", |b| {
+        b.iter(|| {
+            let (_, map) =
+                body::object(Some("application/x-www-form-urlencoded"), black_box(form)).unwrap();
+            black_box(TokenParams::from_object(&map).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, key_check, policy_match, token_bodies);
+criterion_main!(benches);
