@@ -1,0 +1,118 @@
+//! Durable issuance: how many code exchanges per second the store commits
+//! with 1, 8 and 32 concurrent exchanges, every one on disk before it
+//! returns, beside this machine's serial fsync rate measured in the same run.
+//! Run: `cargo bench --bench issuance`.
+//!
+//! This measures the store's part of a token exchange (the atomic spend of
+//! the code plus the new key, and the flush + fsync before the answer), which
+//! is the part that costs disk time; HTTP and JSON add the same few
+//! microseconds at any concurrency.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tachi_gate::store::{digest, now_ms, ClientRecord, CodeRecord, KeyRecord, SledStore, Store};
+
+/// Serial write + fsync of a small record, as often as possible for `for_`.
+fn serial_fsync_rate(dir: &std::path::Path, for_: Duration) -> f64 {
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < for_ {
+        f.write_all(b"0123456789abcdef0123456789abcdef").unwrap();
+        f.sync_all().unwrap();
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn client() -> ClientRecord {
+    ClientRecord {
+        client_id: "CIbench".into(),
+        secret_hash: hex::encode(digest("secret")),
+        name: "Bench".into(),
+        author: 1,
+        requested_permissions: vec!["submit_score".into()],
+        redirect_uri: None,
+        webhook_uri: None,
+        api_key_template: None,
+        api_key_filename: None,
+        created_on: 0,
+    }
+}
+
+async fn exchanges_per_second(concurrency: usize, per_task: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+    store.insert_client(&client(), 10).await.unwrap();
+    // Codes, made concurrently so that setting up is quick too.
+    let total = concurrency * per_task;
+    let mut setup = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let store = store.clone();
+        setup.spawn(async move {
+            let code = CodeRecord {
+                user_id: 1,
+                created_on: 0,
+                expires_at: u64::MAX,
+                client_id: None,
+                challenge: None,
+                redeemed: None,
+            };
+            store
+                .insert_code(&digest(&format!("code-{i}")), &code)
+                .await
+                .unwrap();
+        });
+    }
+    while setup.join_next().await.is_some() {}
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for j in 0..per_task {
+                let code = digest(&format!("code-{}", t * per_task + j));
+                let minted = KeyRecord::mint(
+                    1,
+                    "Bench Token".into(),
+                    &["submit_score".into()],
+                    Some("CIbench".into()),
+                    now_ms(),
+                );
+                store
+                    .redeem_code(&code, &minted.digest, &minted.record, now_ms())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fsync = serial_fsync_rate(dir.path(), Duration::from_secs(3));
+    println!("serial fsync rate: {fsync:.0}/s");
+    println!(
+        "{:>12} {:>16} {:>14}",
+        "concurrency", "exchanges/s", "× fsync rate"
+    );
+    for (concurrency, per_task) in [(1, 400), (8, 150), (32, 60)] {
+        // Median of three runs.
+        let mut runs: Vec<f64> = (0..3)
+            .map(|_| rt.block_on(exchanges_per_second(concurrency, per_task)))
+            .collect();
+        runs.sort_by(|a, b| a.total_cmp(b));
+        let rate = runs[1];
+        println!("{concurrency:>12} {rate:>16.0} {:>14.2}", rate / fsync);
+    }
+}
