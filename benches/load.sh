@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Load benchmark, all on loopback, in one run with alternating rounds:
+#   a) the upstream directly (nginx serving a small static JSON)
+#   b) a bare Pingora passthrough proxy (examples/passthrough.rs)
+#   c) nginx as a reverse proxy with auth_request to a separate auth endpoint
+#   d) tachi-gate, guest request      e) tachi-gate, valid Bearer key
+#   f) tachi-gate, invalid key (401s)
+# at 1 and 2 workers each, with the same connection count. Prints requests/s
+# and p50/p99 latency (medians over rounds) and the ratios e/b and e/c.
+#
+# Usage: benches/load.sh [SECONDS_PER_RUN=5] [ROUNDS=3]   (CONNS=32 to change connections)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+rounds=${2:-3}
+conns=${CONNS:-32}
+
+scripts/setup
+for tool in wrk nginx; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk nginx >/dev/null
+    fi
+done
+cargo build --release --quiet --bin tachi-gate --example passthrough
+gate=target/release/tachi-gate
+passthrough=target/release/examples/passthrough
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+    for c in "$work"/nginx-*.conf; do [ -f "$c" ] && nginx -c "$c" -s stop 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+UP=18081 AUTH=18082 NGX=18083 PP=18084 GATE=18085
+key_file="$work/key"
+
+nginx_conf() { # name workers server-block
+    cat >"$work/nginx-$1.conf" <<CONF
+worker_processes $2;
+pid $work/nginx-$1.pid;
+error_log $work/nginx-$1.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/body-$1;
+    proxy_temp_path $work/proxy-$1;
+    fastcgi_temp_path $work/fcgi-$1;
+    uwsgi_temp_path $work/uwsgi-$1;
+    scgi_temp_path $work/scgi-$1;
+    $3
+}
+CONF
+    nginx -c "$work/nginx-$1.conf"
+}
+
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+
+# The upstream and the auth endpoint run once, one worker each.
+nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{\"success\":true,\"description\":\"ok\",\"body\":{}}'; } }"
+wait_port $UP
+
+# One key in a fresh store.
+"$gate" --data "$work/store" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
+    | sed -n 's/.*"token": "\([0-9a-f]*\)".*/\1/p' >"$key_file"
+key=$(cat "$key_file")
+nginx_conf auth 1 "server { listen 127.0.0.1:$AUTH; location / { if (\$http_authorization != \"Bearer $key\") { return 401; } return 204; } }"
+wait_port $AUTH
+
+# One wrk run: prints "requests/s p50_us p99_us".
+run() { # url [header]
+    local out
+    if [ -n "${2:-}" ]; then
+        out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -H "$2" "$1")
+    else
+        out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$1")
+    fi
+    echo "$out" | awk '
+        function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return v*1000; if (v ~ /s$/) return v*1000000; return v }
+        /Requests\/sec/ { rps=$2 }
+        /^ +50%/ { p50=us($2) }
+        /^ +99%/ { p99=us($2) }
+        END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+printf "%-8s %-34s %12s %10s %10s\n" workers configuration "requests/s" "p50 µs" "p99 µs"
+for workers in 1 2; do
+    nginx_conf "proxy$workers" "$workers" "
+        upstream up { server 127.0.0.1:$UP; keepalive 64; }
+        upstream auth { server 127.0.0.1:$AUTH; keepalive 64; }
+        server {
+            listen 127.0.0.1:$NGX;
+            location / { auth_request /auth; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; }
+            location = /auth { internal; proxy_http_version 1.1; proxy_set_header Connection \"\";
+                proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_pass http://auth; }
+        }"
+    "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" "$workers" >/dev/null 2>&1 & pids+=($!)
+    printf '[server]\nadmin_listen = ""\nthreads = %s\n[limits]\nenabled = false\n[log]\nlevel = "error"\n' "$workers" >"$work/gate.toml"
+    "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" --data "$work/store" >/dev/null 2>&1 & pids+=($!)
+    wait_port $NGX; wait_port $PP; wait_port $GATE
+
+    names=(a b c d e f)
+    declare -A rps p50 p99
+    for n in "${names[@]}"; do rps[$n]=""; p50[$n]=""; p99[$n]=""; done
+    for round in $(seq 1 "$rounds"); do
+        for n in "${names[@]}"; do
+            case $n in
+                a) r=$(run "http://127.0.0.1:$UP/x") ;;
+                b) r=$(run "http://127.0.0.1:$PP/x") ;;
+                c) r=$(run "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key") ;;
+                d) r=$(run "http://127.0.0.1:$GATE/x") ;;
+                e) r=$(run "http://127.0.0.1:$GATE/x" "Authorization: Bearer $key") ;;
+                f) r=$(run "http://127.0.0.1:$GATE/x" "Authorization: Bearer 0000000000000000000000000000000000000000") ;;
+            esac
+            read -r a1 a2 a3 <<<"$r"
+            rps[$n]+="$a1 "; p50[$n]+="$a2 "; p99[$n]+="$a3 "
+        done
+    done
+    declare -A med
+    declare -A label=([a]="a) upstream directly" [b]="b) bare Pingora passthrough" [c]="c) nginx + auth_request" [d]="d) tachi-gate, guest" [e]="e) tachi-gate, valid key" [f]="f) tachi-gate, invalid key (401)")
+    for n in "${names[@]}"; do
+        med[$n]=$(tr ' ' '\n' <<<"${rps[$n]}" | grep . | median)
+        printf "%-8s %-34s %12s %10s %10s\n" "$workers" "${label[$n]}" "${med[$n]}" \
+            "$(tr ' ' '\n' <<<"${p50[$n]}" | grep . | median)" "$(tr ' ' '\n' <<<"${p99[$n]}" | grep . | median)"
+    done
+    awk -v e="${med[e]}" -v b="${med[b]}" -v c="${med[c]}" -v w="$workers" \
+        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f\n", w, e/b, e/c }'
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    pids=()
+    nginx -c "$work/nginx-proxy$workers.conf" -s stop
+    sleep 1
+    unset rps p50 p99 med
+done
