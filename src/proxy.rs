@@ -2,7 +2,7 @@
 //! the gate to the upstream. Decisions live elsewhere; this file only moves
 //! bytes and headers between Pingora and them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,45 @@ pub(crate) async fn read_body(session: &mut Session) -> std::result::Result<Byte
 }
 
 impl GateProxy {
+    /// What to do with a request, from its header alone: refuse it, serve one
+    /// of the gate's own routes, or forward it as some caller.
+    async fn decide(&self, header: &RequestHeader, ip: Option<IpAddr>, ctx: &mut Ctx) -> Step {
+        let limits = &self.app.limits;
+        if header_bytes(&header.headers) > MAX_HEADER_BYTES {
+            return Step::Refuse(Reply::failure(431, "The request headers are too large."));
+        }
+        let Ok(path) = gate::path::canonical(header.uri.path()) else {
+            return Step::Refuse(Reply::failure(400, "The path has '.' or '..' segments."));
+        };
+        if let Some(route) = routes::own_route(&path) {
+            ctx.class = route.class();
+            ctx.logged_path = route.redacted_path();
+            if route.is_rate_limited() {
+                if let Err(reply) = limits
+                    .failures_exceeded(ip)
+                    .and_then(|_| limits.oauth_request(ip))
+                {
+                    return Step::Refuse(reply);
+                }
+            }
+            return Step::Own(route);
+        }
+        if header.headers.contains_key(http::header::AUTHORIZATION) {
+            if let Err(reply) = limits.failures_exceeded(ip) {
+                return Step::Refuse(reply);
+            }
+        }
+        match gate::check(&self.app, header.method.as_str(), &path, &header.headers).await {
+            Ok(identity) => Step::Forward(identity),
+            Err(rejection) => {
+                if rejection == Rejection::UnknownKey {
+                    limits.failure(ip);
+                }
+                Step::Refuse(rejection.reply())
+            }
+        }
+    }
+
     async fn serve_own(&self, session: &mut Session, route: routes::Route) -> Reply {
         let header = session.req_header();
         if !route.allows(&header.method) {
@@ -225,56 +264,7 @@ impl ProxyHttp for GateProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let limits = &self.app.limits;
-        let step = {
-            let header = session.req_header();
-            if header_bytes(&header.headers) > MAX_HEADER_BYTES {
-                Step::Refuse(Reply::failure(431, "The request headers are too large."))
-            } else {
-                match gate::path::canonical(header.uri.path()) {
-                    Err(_) => {
-                        Step::Refuse(Reply::failure(400, "The path has '.' or '..' segments."))
-                    }
-                    Ok(path) => match routes::own_route(&path) {
-                        Some(route) => {
-                            ctx.class = route.class();
-                            ctx.logged_path = route.redacted_path();
-                            if route.is_rate_limited() {
-                                match limits
-                                    .failures_exceeded(ip)
-                                    .and_then(|_| limits.oauth_request(ip))
-                                {
-                                    Ok(()) => Step::Own(route),
-                                    Err(reply) => Step::Refuse(reply),
-                                }
-                            } else {
-                                Step::Own(route)
-                            }
-                        }
-                        None => {
-                            let has_credentials =
-                                header.headers.contains_key(http::header::AUTHORIZATION);
-                            match has_credentials.then(|| limits.failures_exceeded(ip)) {
-                                Some(Err(reply)) => Step::Refuse(reply),
-                                _ => {
-                                    let method = header.method.as_str();
-                                    match gate::check(&self.app, method, &path, &header.headers)
-                                        .await
-                                    {
-                                        Ok(identity) => Step::Forward(identity),
-                                        Err(rejection) => {
-                                            if rejection == Rejection::UnknownKey {
-                                                limits.failure(ip);
-                                            }
-                                            Step::Refuse(rejection.reply())
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    },
-                }
-            }
-        };
+        let step = self.decide(session.req_header(), ip, ctx).await;
         match step {
             Step::Forward(identity) => {
                 ctx.identity = identity;
