@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::import;
 use crate::reply::Reply;
-use crate::store::{SledStore, Store};
+use crate::store::{ImportCounts, SledStore, Store};
 
 /// Reads Tachi exports into an import operation; an error names the file and line.
 pub fn import_op(
@@ -116,23 +116,16 @@ pub fn run_remote(base: &str, token: Option<String>, op: AdminOp) -> Outcome {
         clients: Vec::new(),
         keys: k.to_vec(),
     }));
-    let mut totals = serde_json::Map::new();
+    let mut totals = ImportCounts::default();
     for chunk in chunks {
         let (_, body) = send(base, &token, &AdminOp::Import(chunk))?;
-        for (k, v) in body.as_object().into_iter().flatten() {
-            let sum = totals.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap_or(0);
-            totals.insert(k.clone(), Value::from(sum));
-        }
+        totals += serde_json::from_value::<ImportCounts>(body)
+            .map_err(|e| format!("the admin API answered an import without its counts: {e}"))?;
     }
-    let t = |k: &str| totals.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let description = format!(
-        "Imported {} clients ({} already present) and {} keys ({} already present).",
-        t("clientsAdded"),
-        t("clientsPresent"),
-        t("keysAdded"),
-        t("keysPresent")
-    );
-    Ok((description, Value::Object(totals)))
+    Ok((
+        totals.summary(),
+        serde_json::to_value(totals).unwrap_or_default(),
+    ))
 }
 
 fn send(base: &str, token: &str, op: &AdminOp) -> Outcome {

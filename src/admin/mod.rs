@@ -252,21 +252,34 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                 let (client, secret) = new_client(&fields, known, author)?;
                 match store.insert_client(&client, usize::MAX).await? {
                     ClientInsert::Inserted => {
-                        telemetry::client_event("created", &client.client_id, &format!("author={author} via=admin"));
-                        Reply::success("Created a new API client.", views::client(&client, Some(&secret)))
+                        telemetry::client_event(
+                            "created",
+                            &client.client_id,
+                            &format!("author={author} via=admin"),
+                        );
+                        Reply::success(
+                            "Created a new API client.",
+                            views::client(&client, Some(&secret)),
+                        )
                     }
                     ClientInsert::CapReached => Reply::failure(400, "Client cap reached."),
                 }
             }
             AdminOp::GetClient(id) => match store.client(&id).await? {
-                Some(c) => Reply::success(format!("Retrieved client {}.", c.name), views::client(&c, None)),
+                Some(c) => Reply::success(
+                    format!("Retrieved client {}.", c.name),
+                    views::client(&c, None),
+                ),
                 None => Reply::failure(404, "This client does not exist."),
             },
             AdminOp::DeleteClient(id) => match store.delete_client(&id).await? {
                 Some(n) => {
                     telemetry::client_event("deleted", &id, "via=admin");
                     telemetry::keys_revoked(n, &format!("client={id}"), "client deleted by admin");
-                    Reply::success(format!("Deleted client {id} and {n} keys."), json!({"keysRevoked": n}))
+                    Reply::success(
+                        format!("Deleted client {id} and {n} keys."),
+                        json!({"keysRevoked": n}),
+                    )
                 }
                 None => Reply::failure(404, "This client does not exist."),
             },
@@ -288,14 +301,20 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                 Some((digest, record)) => {
                     store.revoke_key(&digest).await?;
                     telemetry::keys_revoked(1, &format!("token_id={}", record.token_id), "admin");
-                    Reply::success(format!("Revoked key {}.", record.token_id), views::key(&record, None))
+                    Reply::success(
+                        format!("Revoked key {}.", record.token_id),
+                        views::key(&record, None),
+                    )
                 }
                 None => Reply::failure(404, "This key does not exist."),
             },
             AdminOp::RevokeUser(user) => {
                 let n = store.revoke_user_keys(user).await?;
                 telemetry::keys_revoked(n, &format!("user={user}"), "admin revoke-all");
-                Reply::success(format!("Revoked {n} keys of user {user}."), json!({"revoked": n}))
+                Reply::success(
+                    format!("Revoked {n} keys of user {user}."),
+                    json!({"revoked": n}),
+                )
             }
             AdminOp::Import(batch) => {
                 let keys = validate_batch(app, &batch)?;
@@ -306,16 +325,7 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                     c.clients_added,
                     c.keys_added
                 );
-                Reply::success(
-                    format!(
-                        "Imported {} clients ({} already present) and {} keys ({} already present).",
-                        c.clients_added, c.clients_present, c.keys_added, c.keys_present
-                    ),
-                    json!({
-                        "clientsAdded": c.clients_added, "clientsPresent": c.clients_present,
-                        "keysAdded": c.keys_added, "keysPresent": c.keys_present,
-                    }),
-                )
+                Reply::success(c.summary(), serde_json::to_value(c).unwrap_or_default())
             }
         })
     }

@@ -101,13 +101,33 @@ pub enum KeyInsert {
     NoSuchClient,
 }
 
-/// What an import changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What an import changed (in answers as `clientsAdded`, …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImportCounts {
     pub clients_added: usize,
     pub clients_present: usize,
     pub keys_added: usize,
     pub keys_present: usize,
+}
+
+impl ImportCounts {
+    /// The one-line account of an import.
+    pub fn summary(&self) -> String {
+        format!(
+            "Imported {} clients ({} already present) and {} keys ({} already present).",
+            self.clients_added, self.clients_present, self.keys_added, self.keys_present
+        )
+    }
+}
+
+impl std::ops::AddAssign for ImportCounts {
+    fn add_assign(&mut self, o: ImportCounts) {
+        self.clients_added += o.clients_added;
+        self.clients_present += o.clients_present;
+        self.keys_added += o.keys_added;
+        self.keys_present += o.keys_present;
+    }
 }
 
 /// The gate's persistent state. Mutating methods return once the change is durable.
