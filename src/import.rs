@@ -135,16 +135,23 @@ impl Doc<'_> {
     }
 
     fn user(&self, name: &str) -> Result<u64, ImportError> {
-        match self.map.get(name) {
-            Some(v) if v.as_u64().is_some() => Ok(v.as_u64().unwrap_or_default()),
-            Some(v) if v.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0) => {
-                Ok(v.as_f64().unwrap_or_default() as u64)
-            }
-            _ => error(
-                self.line,
-                format!("{name}: expected a user ID (a whole number)"),
-            ),
-        }
+        let value = self.map.get(name);
+        // A whole number, also when Mongo wrote it as a double (`7.0`).
+        let whole = value.and_then(Value::as_u64).or_else(|| {
+            value
+                .and_then(Value::as_f64)
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        });
+        whole.map_or_else(
+            || {
+                error(
+                    self.line,
+                    format!("{name}: expected a user ID (a whole number)"),
+                )
+            },
+            Ok,
+        )
     }
 
     fn permission(&self, p: &str, known: &[String]) -> Result<String, ImportError> {
