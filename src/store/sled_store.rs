@@ -20,7 +20,7 @@
 //! every multi-tree change is one small sled transaction, so a crash never
 //! leaves an index and its record disagreeing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -41,7 +41,6 @@ pub const SPENT_CODE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The sled-backed store. One process may hold it at a time.
 pub struct SledStore {
-    path: PathBuf,
     db: sled::Db,
     clients: sled::Tree,
     clients_by_user: sled::Tree,
@@ -102,7 +101,6 @@ impl SledStore {
         let commit = GroupCommit::start(db.clone(), db_file)
             .map_err(|e| OpenError(format!("cannot start the store flusher: {e}")))?;
         Ok(SledStore {
-            path: path.to_path_buf(),
             clients: tree("clients")?,
             clients_by_user: tree("clients_by_user")?,
             codes: tree("codes")?,
@@ -147,20 +145,9 @@ impl SledStore {
                         keys_by_client,
                         keys_by_user,
                     };
-                    let mut n = 0;
-                    for h in hashes {
-                        if trees.remove(h)? {
-                            n += 1;
-                        }
-                    }
-                    Ok(n)
+                    trees.remove_all(hashes)
                 }),
         )
-    }
-
-    /// Where the store lives.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// How many flushes the group commit has run (to observe batching).
@@ -292,6 +279,20 @@ impl KeyTrees<'_> {
             .remove(joined(&user_prefix(record.user_id), hash))?;
         Ok(true)
     }
+
+    /// Revokes each key in `hashes`; how many were live.
+    fn remove_all(
+        &self,
+        hashes: &[Vec<u8>],
+    ) -> Result<usize, ConflictableTransactionError<StoreError>> {
+        let mut n = 0;
+        for h in hashes {
+            if self.remove(h)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn unabortable(e: UnabortableTransactionError) -> ConflictableTransactionError<StoreError> {
@@ -407,13 +408,7 @@ impl Store for SledStore {
                                 keys_by_client: by_client,
                                 keys_by_user,
                             };
-                            let mut n = 0;
-                            for h in &hashes {
-                                if trees.remove(h)? {
-                                    n += 1;
-                                }
-                            }
-                            Ok(Some(n))
+                            Ok(Some(trees.remove_all(&hashes)?))
                         },
                     ),
             )?
