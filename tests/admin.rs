@@ -87,7 +87,7 @@ async fn admin_listener_serves_health_and_guards_the_admin_api() {
     assert_eq!(r.status(), 404);
     // ...and the public listener none of the admin's: they go upstream like any path.
     for path in ["/admin/clients", "/healthz"] {
-        let r = gate.http.get(gate.url(path)).send().await.unwrap();
+        let r = gate.get(path).await;
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["echo"], true, "{path}");
         // The admin token is no API key.

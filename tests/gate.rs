@@ -348,12 +348,7 @@ async fn a_dead_upstream_gives_502_while_token_exchange_keeps_working() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    let r = gate
-        .http
-        .get(gate.url(&format!("/api/v1/clients/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = gate.get(&format!("/api/v1/clients/{id}")).await;
     assert_eq!(r.status(), 200, "client lookups need no upstream");
     // Routes that need a session say the upstream is down rather than "not authenticated".
     let r = gate
@@ -473,12 +468,7 @@ async fn a_502_says_the_connection_closes() {
     gate.upstream.stop();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     for _ in 0..5 {
-        let r = gate
-            .http
-            .get(gate.url("/api/v1/users/me"))
-            .send()
-            .await
-            .unwrap();
+        let r = gate.get("/api/v1/users/me").await;
         assert_eq!(r.status(), 502);
         assert_eq!(r.headers()["connection"], "close");
     }

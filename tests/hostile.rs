@@ -82,7 +82,7 @@ async fn failing_upstreams_get_json_errors_and_the_oauth_routes_keep_working() {
 
     for (path, status) in [("/close-at-once", 502), ("/garbage", 502), ("/hang", 504)] {
         let started = Instant::now();
-        let r = gate.http.get(gate.url(path)).send().await.unwrap();
+        let r = gate.get(path).await;
         assert_eq!(r.status(), status, "{path}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -92,44 +92,19 @@ async fn failing_upstreams_get_json_errors_and_the_oauth_routes_keep_working() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["success"], false, "{path}");
         // Between the failures, everything else still works.
-        assert_eq!(
-            gate.http
-                .get(gate.url("/fine"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-            "ok"
-        );
+        assert_eq!(gate.get("/fine").await.text().await.unwrap(), "ok");
         let code = gate.create_code(cookie, json!({})).await;
         let (st, v) = gate.token_json(json!({"client_id": id, "client_secret": secret, "grant_type": "authorization_code", "redirect_uri": "https://example.com/cb", "code": code})).await;
         assert_eq!(st, 200, "token exchange after {path}: {v}");
     }
     // A body cut short after the header went out cannot become JSON; the
     // client sees the truncation, and the gate carries on.
-    let truncated = gate
-        .http
-        .get(gate.url("/half-body"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await;
+    let truncated = gate.get("/half-body").await.text().await;
     assert!(
         truncated.is_err(),
         "a truncated body must not look complete"
     );
-    assert_eq!(
-        gate.http
-            .get(gate.url("/fine"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gate.get("/fine").await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,10 +167,7 @@ async fn a_body_trickled_past_the_time_limit_is_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(15));
     // Meanwhile and after, the gate serves.
-    assert_eq!(
-        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(gate.get("/x").await.status(), 200);
 }
 
 /// Hundreds of malformed requests, none answered with a 5xx.

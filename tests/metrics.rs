@@ -67,15 +67,7 @@ async fn metrics_move_as_requests_flow() {
     }
     assert!(missing.is_empty(), "did not move: {missing:?}");
     // The public listener has no /metrics of its own: it goes upstream.
-    let r: Value = gate
-        .http
-        .get(gate.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = gate.get("/metrics").await.json().await.unwrap();
     assert_eq!(r["echo"], true);
 }
 
@@ -85,10 +77,7 @@ async fn upstream_errors_are_counted() {
     let before = scrape(&gate, &base).await;
     gate.upstream.stop();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(
-        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
-        502
-    );
+    assert_eq!(gate.get("/x").await.status(), 502);
     let after = scrape(&gate, &base).await;
     assert!(
         sample(&after, "tachi_gate_upstream_errors_total")

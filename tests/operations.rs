@@ -37,10 +37,7 @@ async fn token_endpoint_is_limited_per_ip_after_the_limit_and_not_before() {
         .unwrap();
     assert_eq!(r.status(), 429);
     // Other routes are not limited.
-    assert_eq!(
-        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(gate.get("/x").await.status(), 200);
     let text = scrape(&gate, &base).await;
     assert!(sample(&text, "tachi_gate_rate_limited_total{limit=\"oauth\"}") >= 2.0);
 }
@@ -68,10 +65,7 @@ async fn failed_key_checks_and_client_authentications_are_limited() {
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(gate.get_with_key("/x", &key).await.status(), 429);
     // Requests without credentials are not affected.
-    assert_eq!(
-        gate.http.get(gate.url("/x")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(gate.get("/x").await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +83,7 @@ async fn a_normal_integrator_never_meets_the_default_limits() {
 async fn a_slow_upstream_gives_504_json_and_others_are_unaffected() {
     let gate = TestGate::start("[upstream]\nread_timeout_ms = 300").await;
     let started = std::time::Instant::now();
-    let r = gate.http.get(gate.url("/slow/thing")).send().await.unwrap();
+    let r = gate.get("/slow/thing").await;
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     let v: Value = r.json().await.unwrap();
@@ -97,15 +91,7 @@ async fn a_slow_upstream_gives_504_json_and_others_are_unaffected() {
         v,
         json!({"success": false, "description": "The Tachi server did not answer in time."})
     );
-    assert_eq!(
-        gate.http
-            .get(gate.url("/fast"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gate.get("/fast").await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +153,7 @@ async fn every_upstream_down_gives_502_json() {
         TestGate::start_with_upstreams("", &dir.path().join("store"), vec![spare], &[addr]).await;
     a.stop();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let r = gate.http.get(gate.url("/x")).send().await.unwrap();
+    let r = gate.get("/x").await;
     assert_eq!(r.status(), 502);
     assert_eq!(
         r.json::<Value>().await.unwrap()["description"],

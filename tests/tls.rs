@@ -98,15 +98,7 @@ async fn tls_listener_answers_http1_and_http2() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // The plain listener still says http.
-    let echo: Value = gate
-        .http
-        .get(gate.url("/x"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: Value = gate.get("/x").await.json().await.unwrap();
     assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), vec!["http"]);
 }
 
@@ -128,7 +120,7 @@ async fn tls_to_the_upstream_with_a_private_ca() {
         &[b_tls],
     )
     .await;
-    let r = a.http.get(a.url("/through/both")).send().await.unwrap();
+    let r = a.get("/through/both").await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["path"], "/through/both");
@@ -166,5 +158,5 @@ async fn an_untrusted_upstream_certificate_is_a_502() {
         &[b_tls],
     )
     .await;
-    assert_eq!(a.http.get(a.url("/x")).send().await.unwrap().status(), 502);
+    assert_eq!(a.get("/x").await.status(), 502);
 }

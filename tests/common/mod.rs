@@ -351,6 +351,11 @@ impl TestGate {
         }
     }
 
+    /// GET `path` with no credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
     /// GET `path` with a Bearer key.
     pub async fn get_with_key(&self, path: &str, key: &str) -> reqwest::Response {
         self.http
