@@ -96,6 +96,7 @@ struct FileServer {
     public_url: Option<String>,
     tls: Option<FileTls>,
     upgrade_sock: Option<PathBuf>,
+    header_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +253,9 @@ pub struct Config {
     /// Where a new process receives the listening sockets in a graceful upgrade
     /// (default: `upgrade.sock` in the store directory).
     pub upgrade_sock: PathBuf,
+    /// How long a request's header may take to arrive, from its first byte
+    /// (then 408 and the connection closes).
+    pub header_timeout: Duration,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
     pub session: SessionConfig,
@@ -593,6 +597,11 @@ fn validate(
             "log.level: `{log_level}` is not one of off, error, warn, info, debug, trace"
         ));
     }
+    // Past Pingora's own per-read limit (60 s) the deadline would add nothing.
+    let header_timeout = match file.server.header_timeout_ms.unwrap_or(10_000) {
+        ms @ 1..=60_000 => Duration::from_millis(ms),
+        _ => return err("server.header_timeout_ms: must be from 1 to 60000"),
+    };
 
     Ok(Config {
         // By default beside the store, in a directory only the gate writes to,
@@ -601,6 +610,7 @@ fn validate(
             .server
             .upgrade_sock
             .unwrap_or_else(|| store_path.join("upgrade.sock")),
+        header_timeout,
         listen,
         tls,
         admin_listen,

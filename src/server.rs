@@ -9,10 +9,12 @@ use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService, GenBackgroundService};
+use pingora::services::listening::Service;
 
 use crate::admin::service::AdminProxy;
 use crate::app::App;
 use crate::config::{Config, TlsConfig};
+use crate::head_deadline::HeadDeadline;
 use crate::proxy::GateProxy;
 use crate::store::{now_ms, SledStore, Store};
 use pingora::listeners::tls::TlsSettings;
@@ -181,10 +183,12 @@ impl Gate {
         let app = Arc::new(
             App::new(config.clone(), store.clone() as Arc<dyn Store>).map_err(StartError)?,
         );
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            GateProxy::new(app.clone()),
-            "tachi-gate",
+        let mut proxy = Service::new(
+            "tachi-gate".into(),
+            HeadDeadline::new(
+                pingora::proxy::http_proxy(&server.configuration, GateProxy::new(app.clone())),
+                config.header_timeout,
+            ),
         );
         for addr in &config.listen {
             proxy.add_tcp(&addr.to_string());

@@ -67,6 +67,11 @@ lazy!(CODES_ISSUED: IntCounter = counter("tachi_gate_codes_issued_total", "Inter
 lazy!(KEYS_ISSUED: IntCounter = counter("tachi_gate_keys_issued_total", "API keys issued."));
 lazy!(KEYS_REVOKED: IntCounter = counter("tachi_gate_keys_revoked_total", "API keys revoked."));
 
+lazy!(HEADER_TIMEOUTS: IntCounter = counter(
+    "tachi_gate_header_timeouts_total",
+    "Connections answered 408 and closed because a request header arrived too slowly."
+));
+
 lazy!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
     "tachi_gate_rate_limited_total",
     "Requests refused with 429, by limit.",
@@ -79,6 +84,12 @@ pub fn render() -> Vec<u8> {
     // Encoding gathered families into a Vec cannot fail.
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
     out
+}
+
+/// Records a connection cut off because its request header was too slow.
+pub fn header_timeout() {
+    HEADER_TIMEOUTS.inc();
+    log::info!("a request header was not received in time; answered 408 and closed");
 }
 
 /// Records a new code.

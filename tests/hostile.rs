@@ -283,3 +283,124 @@ async fn a_corpus_of_malformed_requests_gets_no_5xx() {
     let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
     assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
 }
+
+/// Reads one HTTP/1.1 answer with a Content-Length from a kept-alive socket.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf[..end + 4 + len]).to_string();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("no answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A header trickled quicker than any per-read timeout but slower than the
+/// header deadline is cut off with a JSON 408, and the gate serves others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_trickled_past_the_deadline_gets_408() {
+    let (gate, admin) = gate_with_admin("header_timeout_ms = 1500").await;
+    let before = sample(
+        &scrape(&gate, &admin).await,
+        "tachi_gate_header_timeouts_total",
+    );
+    let s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let started = Instant::now();
+    // One header byte every 100 ms, for up to 20 s.
+    let trickle = tokio::spawn(async move {
+        let _ = write
+            .write_all(b"GET /x HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
+            .await;
+        for _ in 0..200 {
+            if write.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Read concurrently, so the answer is taken before any reset.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(25), read.read(&mut chunk)).await
+    {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let elapsed = started.elapsed();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        answer.contains("Content-Type: application/json"),
+        "{answer}"
+    );
+    let body: Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["success"], false);
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(6),
+        "cut off after {elapsed:?}"
+    );
+    let after = sample(
+        &scrape(&gate, &admin).await,
+        "tachi_gate_header_timeouts_total",
+    );
+    assert!(after >= before + 1.0, "{before} -> {after}");
+    assert_eq!(gate.get("/x").await.status(), 200);
+}
+
+/// The deadline runs from a request's first byte: a kept-alive connection
+/// may stay idle longer than it between requests, and a head that arrives in
+/// pieces within it is served, body bytes sent with it included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_deadline_does_not_count_idle_time() {
+    let gate = TestGate::start("[server]\nheader_timeout_ms = 800").await;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.write_all(b"GET /x?round=").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(format!("{round} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&format!("round={round}")), "{answer}");
+    }
+    // A body that came in the same packet as the end of the head is not lost:
+    // the token endpoint reads it and refuses the unknown client at once.
+    s.write_all(b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = r#"{"client_id":"CInope","client_secret":"CSnope","grant_type":"authorization_code","code":"x","redirect_uri":"https://e.x/cb"}"#;
+    s.write_all(
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = read_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("This client does not exist."), "{answer}");
+}
