@@ -721,6 +721,20 @@ mod tests {
     }
 
     #[test]
+    fn header_timeout_is_bounded() {
+        assert_eq!(
+            Config::defaults().header_timeout,
+            Duration::from_millis(10_000)
+        );
+        let c = parse("[server]\nheader_timeout_ms = 1500").unwrap();
+        assert_eq!(c.header_timeout, Duration::from_millis(1500));
+        for bad in ["0", "60001"] {
+            let e = parse(&format!("[server]\nheader_timeout_ms = {bad}")).unwrap_err();
+            assert!(e.0.starts_with("server.header_timeout_ms"), "{e}");
+        }
+    }
+
+    #[test]
     fn policy_with_unknown_permission_is_refused() {
         let e = parse("[[gate.policy]]\npath_prefix = \"/ir/\"\nrequire = [\"submit_scores\"]")
             .unwrap_err();
