@@ -22,6 +22,18 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// Whether appending `decoded` to `out` would spell a new escape with a stray
+/// `%` already there (`%%33` → `%3…`). Such an escape is kept as it is, so
+/// that the canonical form is its own canonical form.
+fn completes_an_escape(out: &[u8], decoded: u8) -> bool {
+    decoded.is_ascii_hexdigit()
+        && match out {
+            [.., b'%'] => true,
+            [.., b'%', h] => h.is_ascii_hexdigit(),
+            _ => false,
+        }
+}
+
 /// The canonical form of `path` (without its query string).
 pub fn canonical(path: &str) -> Result<Cow<'_, str>, DotSegments> {
     let bytes = path.as_bytes();
@@ -36,7 +48,7 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, DotSegments> {
             if b == b'%' && i + 2 < bytes.len() {
                 if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                     let decoded = h * 16 + l;
-                    if unreserved(decoded) {
+                    if unreserved(decoded) && !completes_an_escape(&out, decoded) {
                         out.push(decoded);
                         i += 3;
                         continue;
@@ -88,6 +100,22 @@ mod tests {
         );
         assert_eq!(canonical("/a%zz").unwrap(), "/a%zz");
         assert_eq!(canonical("/a%4").unwrap(), "/a%4");
+    }
+
+    #[test]
+    fn decoding_never_makes_a_new_escape() {
+        // Found by tests/properties.rs: "/%%330" became "/%30", then "/0".
+        assert_eq!(canonical("/%%330").unwrap(), "/%%330");
+        assert_eq!(canonical("/%3%30").unwrap(), "/%3%30");
+        for p in ["/%%330", "/%3%30", "/%%%36%31", "/a%%6%39r"] {
+            let once = canonical(p).unwrap();
+            assert_eq!(canonical(&once).unwrap(), once, "{p}");
+        }
+        assert_eq!(
+            canonical("/%%69r").unwrap(),
+            "/%ir",
+            "not a hex digit: decoded"
+        );
     }
 
     #[test]
