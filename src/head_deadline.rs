@@ -2,26 +2,26 @@
 //!
 //! Pingora bounds every single read of a request head (by the 60 s keep-alive
 //! timeout) but not the head as a whole, so a client that sends one byte a
-//! minute keeps its connection and its task for ever. [`HeadDeadline`] wraps
-//! the proxy application: before Pingora sees a request, the head is read
-//! here, and it must be complete within `limit` of its first byte. The bytes
-//! read are then handed to Pingora's own parser as the session's prefix
-//! (the hook Pingora uses for pipelined requests), so Pingora parses them as
-//! if it had read them itself, body bytes included.
+//! minute keeps its connection and its task for ever. [`HeadDeadline`] takes
+//! over the connection loop Pingora runs for HTTP/1: each request head is
+//! read here and must be complete within `limit` of its first byte. The bytes
+//! read are then handed to the proxy's session as its prefix (the hook
+//! Pingora uses for pipelined requests), so Pingora's parser reads them as if
+//! it had read them itself, body bytes included, and nothing is read twice.
 //!
-//! The wait for a request's first byte stays governed by the keep-alive
-//! timeout, exactly as before. HTTP/2 sessions pass straight through: their
-//! framing is the h2 crate's business.
+//! The wait for a request's first byte is the keep-alive timeout, as in
+//! Pingora. HTTP/2 connections (and h2c or custom protocols, which the gate
+//! does not turn on) are handed to the proxy whole: their framing is the h2
+//! crate's business.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora::protocols::http::v2::server::H2Options;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -29,12 +29,13 @@ use tokio::time::{timeout, timeout_at, Instant};
 use crate::reply::Reply;
 use crate::telemetry;
 
+/// How long a connection may wait for a request's first byte: Pingora's
+/// keep-alive default, which it also applies to a new connection.
+const KEEPALIVE_SECS: u64 = 60;
+
 /// Pingora's own cap on a request head; past it Pingora answers 400, so
 /// reading further here would only waste memory.
 const MAX_HEAD_BYTES: usize = 1_048_575;
-
-/// Pingora's cap on the number of header lines.
-const MAX_HEADERS: usize = 256;
 
 /// How long the 408 answer may take to write before the connection is simply dropped.
 const ANSWER_WRITE_LIMIT: Duration = Duration::from_secs(1);
@@ -54,79 +55,51 @@ impl<A> HeadDeadline<A> {
     }
 }
 
-/// The per-connection settings a fresh HTTP/1 session must inherit from the
-/// one it replaces (keep-alive, reuse budget, context carried between requests).
-struct Carried {
-    keepalive: Option<u64>,
-    reuses_remaining: Option<u32>,
-    user_context: Option<Box<dyn std::any::Any + Send + Sync>>,
-    pipelining: bool,
-    /// How long to wait for the first byte of the request.
-    idle: Option<Duration>,
-}
-
-impl Carried {
-    fn take(session: &mut ServerSession) -> Carried {
-        let keepalive = session.get_keepalive();
-        Carried {
-            keepalive,
-            reuses_remaining: session.get_keepalive_reuses_remaining(),
-            user_context: session.take_connection_user_context(),
-            pipelining: session.pipelining_enabled(),
-            // Pingora's meaning of the keep-alive setting: Some(0) waits for
-            // ever, Some(n) n seconds, None (keep-alive off) the read timeout.
-            idle: match keepalive {
-                Some(0) => None,
-                Some(secs) => Some(Duration::from_secs(secs)),
-                None => session.get_read_timeout(),
-            },
-        }
-    }
-
-    fn restore(self, session: &mut ServerSession) {
-        session.set_keepalive(self.keepalive);
-        session.set_keepalive_reuses_remaining(self.reuses_remaining);
-        session.set_connection_user_context(self.user_context);
-        session.set_pipelining_enabled(self.pipelining);
-    }
-}
-
 #[async_trait]
-impl<A> HttpServerApp for HeadDeadline<A>
+impl<A> ServerApp for HeadDeadline<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    async fn process_new_http(
+    /// Pingora's HTTP/1 keep-alive loop (as in its `ServerApp` for HTTP
+    /// applications), with each head read under the deadline first.
+    async fn process_new(
         self: &Arc<Self>,
-        mut session: ServerSession,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        if session.as_http1().is_none() {
-            return self.inner.process_new_http(session, shutdown).await;
+    ) -> Option<Stream> {
+        let options = self.inner.server_options();
+        if options.is_some_and(|o| o.h2c || o.force_custom)
+            || matches!(
+                stream.selected_alpn_proto(),
+                Some(ALPN::H2 | ALPN::Custom(_))
+            )
+        {
+            return self.inner.process_new(stream, shutdown).await;
         }
-        // Sessions reach here without a prefix: the gate never turns
-        // pipelining on, so Pingora closes rather than carry one over.
-        let carried = Carried::take(&mut session);
-        let ServerSession::H1(h1) = session else {
-            return None; // ruled out just above
-        };
-        let mut stream = h1.into_inner();
-        let head = receive_head(&mut stream, carried.idle, self.limit, shutdown).await?;
-        let mut session = ServerSession::new_http1(stream);
-        carried.restore(&mut session);
-        session.set_pipelined_prefix(head);
-        self.inner.process_new_http(session, shutdown).await
+        let idle = Duration::from_secs(KEEPALIVE_SECS);
+        let mut carried: Option<HttpPersistentSettings> = None;
+        loop {
+            let head = receive_head(&mut stream, idle, self.limit, shutdown).await?;
+            let mut session = ServerSession::new_http1(stream);
+            match carried {
+                // The gate never turns pipelining on, so what is carried over
+                // holds no prefix of its own.
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    let closing = *shutdown.borrow();
+                    session.set_keepalive((!closing).then_some(KEEPALIVE_SECS));
+                    session.set_keepalive_reuses_remaining(
+                        options.and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            session.set_pipelined_prefix(head);
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            (stream, carried) = reused.consume();
+        }
     }
 
-    fn h2_options(&self) -> Option<H2Options> {
-        self.inner.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.inner.server_options()
-    }
-
-    async fn http_cleanup(&self) {
+    async fn cleanup(&self) {
         self.inner.http_cleanup().await
     }
 }
@@ -138,20 +111,14 @@ where
 /// down while the client is idle, or the head was too slow (answered 408).
 async fn receive_head(
     stream: &mut Stream,
-    idle: Option<Duration>,
+    idle: Duration,
     limit: Duration,
     shutdown: &ShutdownWatch,
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut shutdown = shutdown.clone();
-    let first = async {
-        match idle {
-            Some(idle) => timeout(idle, stream.read_buf(&mut buf)).await.ok(),
-            None => Some(stream.read_buf(&mut buf).await),
-        }
-    };
     let read = tokio::select! {
-        read = first => read,
+        read = timeout(idle, stream.read_buf(&mut buf)) => read.ok(),
         // An idle connection is dropped when the service starts shutting down.
         Ok(()) = shutdown.changed() => None,
     };
@@ -176,7 +143,9 @@ async fn receive_head(
 }
 
 /// Whether `buf` holds a whole request head, or enough that Pingora's
-/// parser will decide without reading more (it answers a malformed head 400).
+/// parser will decide without reading more: an empty line after the request
+/// line ends the head whether or not what precedes it parses (a malformed
+/// head is Pingora's to answer, with 400).
 fn head_is_complete(buf: &[u8]) -> bool {
     // Like the parser, skip empty lines before the request line.
     let start = buf
@@ -184,18 +153,11 @@ fn head_is_complete(buf: &[u8]) -> bool {
         .position(|b| !matches!(b, b'\r' | b'\n'))
         .unwrap_or(buf.len());
     let rest = &buf[start..];
-    // Cheap test first: every complete head ends in an empty line.
-    let ends_in_empty_line = rest
-        .windows(2)
-        .any(|w| w == b"\n\n" || (w[0] == b'\n' && w[1] == b'\r'));
-    if !ends_in_empty_line {
-        return false;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    !matches!(
-        httparse::Request::new(&mut headers).parse(buf),
-        Ok(httparse::Status::Partial)
-    )
+    memchr::memchr_iter(b'\n', rest).any(|i| match rest.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => rest.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// Answers 408 on a connection whose request head did not arrive in time.
