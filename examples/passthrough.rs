@@ -7,6 +7,11 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 
+/// The same allocator as the gate's binary, so the comparison measures the
+/// gate's work, not a difference in malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Passthrough {
     upstream: std::net::SocketAddr,
 }
