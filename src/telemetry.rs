@@ -53,6 +53,10 @@ lazy!(STORE: HistogramVec = register_histogram_vec!(
     FAST.to_vec()
 ).unwrap_or_else(|_| unreachable_metric()));
 
+// The key-read series of STORE, looked up once: it is observed on every
+// request that carries a key.
+lazy!(STORE_KEY_READ: Histogram = STORE.with_label_values(&["key_read"]));
+
 lazy!(UPSTREAM_ERRORS: IntCounter = counter(
     "tachi_gate_upstream_errors_total",
     "Requests that failed because the upstream was unreachable, slow or broken."

@@ -9,7 +9,8 @@ pub mod path;
 pub mod policy;
 pub mod session;
 
-use http::HeaderMap;
+use http::header::InvalidHeaderValue;
+use http::{HeaderMap, HeaderValue};
 
 use crate::app::App;
 use crate::config::UnknownTokens;
@@ -204,22 +205,27 @@ async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
     }
 }
 
-/// The identity headers to set upstream for a caller (none but for keys).
-pub fn identity_headers(identity: &Identity) -> Vec<(&'static str, String)> {
-    match identity {
-        Identity::Key(k) => {
-            let mut h = vec![
-                (IDENTITY_HEADERS[0], k.user_id.to_string()),
-                (IDENTITY_HEADERS[1], k.permissions.join(",")),
-            ];
-            if let Some(c) = &k.from_client {
-                h.push((IDENTITY_HEADERS[2], c.clone()));
-            }
-            h.push((IDENTITY_HEADERS[3], k.token_id.clone()));
-            h
-        }
-        Identity::Guest | Identity::Session(_) | Identity::ForeignKey => Vec::new(),
+/// The identity headers to set upstream for a caller (none but for keys),
+/// built straight into header values: this runs for every request with a key.
+/// Every part comes from the store, whose writers validate it, so a value
+/// that cannot be a header is a corrupt record.
+pub fn identity_headers(
+    identity: &Identity,
+) -> Result<Vec<(&'static str, HeaderValue)>, InvalidHeaderValue> {
+    let Identity::Key(k) = identity else {
+        return Ok(Vec::new());
+    };
+    let mut h = Vec::with_capacity(4);
+    h.push((IDENTITY_HEADERS[0], HeaderValue::from(k.user_id)));
+    h.push((
+        IDENTITY_HEADERS[1],
+        HeaderValue::try_from(k.permissions.join(","))?,
+    ));
+    if let Some(c) = &k.from_client {
+        h.push((IDENTITY_HEADERS[2], HeaderValue::from_str(c)?));
     }
+    h.push((IDENTITY_HEADERS[3], HeaderValue::from_str(&k.token_id)?));
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -247,17 +253,17 @@ mod tests {
             from_client: Some("CI1".into()),
             created_on: 0,
         };
-        let h = identity_headers(&Identity::Key(k));
+        let h = identity_headers(&Identity::Key(k)).unwrap();
         assert_eq!(
             h,
             vec![
-                ("x-tachi-user-id", "5".to_string()),
-                ("x-tachi-permissions", "a,b".to_string()),
-                ("x-tachi-client-id", "CI1".to_string()),
-                ("x-tachi-token-id", "t1".to_string()),
+                ("x-tachi-user-id", HeaderValue::from_static("5")),
+                ("x-tachi-permissions", HeaderValue::from_static("a,b")),
+                ("x-tachi-client-id", HeaderValue::from_static("CI1")),
+                ("x-tachi-token-id", HeaderValue::from_static("t1")),
             ]
         );
-        assert!(identity_headers(&Identity::Session(1)).is_empty());
+        assert!(identity_headers(&Identity::Session(1)).unwrap().is_empty());
     }
 
     #[test]

@@ -543,9 +543,7 @@ impl Store for SledStore {
             Some(bytes) => Some(decode(&bytes)?),
             None => None,
         };
-        crate::telemetry::STORE
-            .with_label_values(&["key_read"])
-            .observe(started.elapsed().as_secs_f64());
+        crate::telemetry::STORE_KEY_READ.observe(started.elapsed().as_secs_f64());
         Ok(found)
     }
 
