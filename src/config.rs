@@ -97,6 +97,7 @@ struct FileServer {
     tls: Option<FileTls>,
     upgrade_sock: Option<PathBuf>,
     header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +257,9 @@ pub struct Config {
     /// How long a request's header may take to arrive, from its first byte
     /// (then 408 and the connection closes).
     pub header_timeout: Duration,
+    /// How long the body of a forwarded request may take to arrive, from its
+    /// header (then 408 and the connection closes).
+    pub body_timeout: Duration,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
     pub session: SessionConfig,
@@ -602,6 +606,10 @@ fn validate(
         ms @ 1..=60_000 => Duration::from_millis(ms),
         _ => return err("server.header_timeout_ms: must be from 1 to 60000"),
     };
+    let body_timeout = match file.server.body_timeout_ms.unwrap_or(60_000) {
+        ms @ 1..=3_600_000 => Duration::from_millis(ms),
+        _ => return err("server.body_timeout_ms: must be from 1 to 3600000"),
+    };
 
     Ok(Config {
         // By default beside the store, in a directory only the gate writes to,
@@ -611,6 +619,7 @@ fn validate(
             .upgrade_sock
             .unwrap_or_else(|| store_path.join("upgrade.sock")),
         header_timeout,
+        body_timeout,
         listen,
         tls,
         admin_listen,
@@ -731,6 +740,17 @@ mod tests {
         for bad in ["0", "60001"] {
             let e = parse(&format!("[server]\nheader_timeout_ms = {bad}")).unwrap_err();
             assert!(e.0.starts_with("server.header_timeout_ms"), "{e}");
+        }
+    }
+
+    #[test]
+    fn body_timeout_is_bounded() {
+        assert_eq!(Config::defaults().body_timeout, Duration::from_secs(60));
+        let c = parse("[server]\nbody_timeout_ms = 1500").unwrap();
+        assert_eq!(c.body_timeout, Duration::from_millis(1500));
+        for bad in ["0", "3600001"] {
+            let e = parse(&format!("[server]\nbody_timeout_ms = {bad}")).unwrap_err();
+            assert!(e.0.starts_with("server.body_timeout_ms"), "{e}");
         }
     }
 

@@ -331,6 +331,27 @@ impl ProxyHttp for GateProxy {
         e
     }
 
+    /// Cuts off a forwarded body that arrives too slowly in total: Pingora
+    /// bounds only each read (60 s), so a client trickling a byte at a time
+    /// would hold the connection, and an upstream one, for ever. Checked as
+    /// each piece arrives, from the time the request's header did.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.start.elapsed() > self.app.config.body_timeout {
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "the request body took longer than server.body_timeout_ms",
+            )
+            .into_down());
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -424,6 +445,7 @@ impl ProxyHttp for GateProxy {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
                 ErrorSource::Downstream,
             ) => None,
+            (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(BodyError::Timeout.reply()),
             (_, ErrorSource::Downstream) => Some(Reply::failure(400, "Bad request.")),
             // The upstream failed, or none could be reached.
             _ => Some(Reply::upstream_unavailable()),

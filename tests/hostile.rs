@@ -318,42 +318,9 @@ async fn a_header_trickled_past_the_deadline_gets_408() {
         &scrape(&gate, &admin).await,
         "tachi_gate_header_timeouts_total",
     );
-    let s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let (mut read, mut write) = s.into_split();
-    let started = Instant::now();
-    // One header byte every 100 ms, for up to 20 s.
-    let trickle = tokio::spawn(async move {
-        let _ = write
-            .write_all(b"GET /x HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
-            .await;
-        for _ in 0..200 {
-            if write.write_all(b"a").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    // Read concurrently, so the answer is taken before any reset.
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(25), read.read(&mut chunk)).await
-    {
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..n]);
-    }
-    let elapsed = started.elapsed();
-    trickle.abort();
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(
-        answer.contains("Content-Type: application/json"),
-        "{answer}"
-    );
-    let body: Value =
-        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
-    assert_eq!(body["success"], false);
+    let (answer, elapsed) =
+        answer_to_a_trickle(gate.addr, b"GET /x HTTP/1.1\r\nHost: slow\r\nX-Slow: ").await;
+    assert_json_408(&answer);
     assert!(
         elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(6),
         "cut off after {elapsed:?}"
@@ -403,4 +370,72 @@ async fn the_header_deadline_does_not_count_idle_time() {
     let answer = read_answer(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains("This client does not exist."), "{answer}");
+}
+
+/// Sends `head`, then one byte every 100 ms (for up to 20 s) while reading
+/// concurrently, so the answer is taken before any reset. Returns what the
+/// gate answered before closing, and when it closed.
+async fn answer_to_a_trickle(addr: SocketAddr, head: &[u8]) -> (String, Duration) {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let started = Instant::now();
+    let head = head.to_vec();
+    let trickle = tokio::spawn(async move {
+        let _ = write.write_all(&head).await;
+        for _ in 0..200 {
+            if write.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(25), read.read(&mut chunk)).await
+    {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let elapsed = started.elapsed();
+    trickle.abort();
+    (String::from_utf8_lossy(&answer).to_string(), elapsed)
+}
+
+/// Asserts a complete JSON 408 answer in the gate's envelope.
+fn assert_json_408(answer: &str) {
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body: Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["success"], false, "{answer}");
+}
+
+/// A forwarded body trickled quicker than Pingora's per-read timeout but
+/// slower than `body_timeout_ms` in total is cut off with a JSON 408, and the
+/// gate serves others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_body_trickled_past_its_deadline_gets_408() {
+    let gate = TestGate::start("[server]\nbody_timeout_ms = 1500").await;
+    let (answer, elapsed) = answer_to_a_trickle(
+        gate.addr,
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await;
+    assert_json_408(&answer);
+    assert!(
+        answer.contains("The request body did not arrive in time."),
+        "{answer}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(6),
+        "cut off after {elapsed:?}"
+    );
+    assert_eq!(gate.get("/x").await.status(), 200);
 }
