@@ -15,16 +15,8 @@ secs=${1:-5}
 rounds=${2:-3}
 conns=${CONNS:-32}
 
-scripts/setup
-for tool in wrk nginx; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk nginx >/dev/null
-    fi
-done
-cargo build --release --quiet --bin tachi-gate --example passthrough
-gate=target/release/tachi-gate
-passthrough=target/release/examples/passthrough
+. benches/common.sh
+bench_setup wrk nginx
 
 work=$(mktemp -d)
 pids=()

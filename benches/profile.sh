@@ -13,18 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-6}
 
-scripts/setup
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin tachi-gate --example passthrough
-gate=target/release/tachi-gate
-passthrough=target/release/examples/passthrough
+. benches/common.sh
+bench_setup wrk nginx valgrind
 
 work=$(mktemp -d)
 pids=()
