@@ -126,7 +126,8 @@ async fn receive_head(
         return None;
     }
     let deadline = Instant::now() + limit;
-    while !head_is_complete(&buf) && buf.len() <= MAX_HEAD_BYTES {
+    let mut scan = HeadScan::default();
+    while !scan.complete(&buf) && buf.len() <= MAX_HEAD_BYTES {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
@@ -142,22 +143,50 @@ async fn receive_head(
     Some(buf)
 }
 
-/// Whether `buf` holds a whole request head, or enough that Pingora's
-/// parser will decide without reading more: an empty line after the request
-/// line ends the head whether or not what precedes it parses (a malformed
-/// head is Pingora's to answer, with 400).
-fn head_is_complete(buf: &[u8]) -> bool {
-    // Like the parser, skip empty lines before the request line.
-    let start = buf
-        .iter()
-        .position(|b| !matches!(b, b'\r' | b'\n'))
-        .unwrap_or(buf.len());
-    let rest = &buf[start..];
-    memchr::memchr_iter(b'\n', rest).any(|i| match rest.get(i + 1) {
-        Some(b'\n') => true,
-        Some(b'\r') => rest.get(i + 2) == Some(&b'\n'),
-        _ => false,
-    })
+/// Finds the end of a request head as its bytes arrive, looking at each byte
+/// a bounded number of times: a client sending a long head in tiny pieces
+/// must not make the gate rescan it from the start on every read.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// Where the request line starts, once a byte other than CR or LF came
+    /// (like the parser, empty lines before the request line are skipped).
+    start: Option<usize>,
+    /// How much of the buffer earlier calls have looked at.
+    scanned: usize,
+}
+
+impl HeadScan {
+    /// Whether `buf` (the bytes so far; it only ever grows) holds a whole
+    /// request head, or enough that Pingora's parser will decide without
+    /// reading more: an empty line after the request line ends the head
+    /// whether or not what precedes it parses (a malformed head is Pingora's
+    /// to answer, with 400).
+    fn complete(&mut self, buf: &[u8]) -> bool {
+        let start = match self.start {
+            Some(start) => start,
+            None => {
+                let skipped = buf[self.scanned..]
+                    .iter()
+                    .position(|b| !matches!(b, b'\r' | b'\n'));
+                let Some(skipped) = skipped else {
+                    self.scanned = buf.len();
+                    return false;
+                };
+                self.scanned += skipped;
+                self.start = Some(self.scanned);
+                self.scanned
+            }
+        };
+        // An empty line may straddle the previous read: look back two bytes.
+        let from = self.scanned.saturating_sub(2).max(start);
+        let rest = &buf[from..];
+        self.scanned = buf.len();
+        memchr::memchr_iter(b'\n', rest).any(|i| match rest.get(i + 1) {
+            Some(b'\n') => true,
+            Some(b'\r') => rest.get(i + 2) == Some(&b'\n'),
+            _ => false,
+        })
+    }
 }
 
 /// Answers 408 on a connection whose request head did not arrive in time.
@@ -182,7 +211,47 @@ async fn answer_too_slow(stream: &mut Stream) {
 
 #[cfg(test)]
 mod tests {
-    use super::head_is_complete;
+    use super::HeadScan;
+
+    /// One look at a whole buffer.
+    fn head_is_complete(buf: &[u8]) -> bool {
+        HeadScan::default().complete(buf)
+    }
+
+    /// Where the head is first found complete when `buf` arrives in pieces of `step` bytes.
+    fn completes_at(buf: &[u8], step: usize) -> Option<usize> {
+        let mut scan = HeadScan::default();
+        (step..buf.len() + step)
+            .step_by(step)
+            .map(|end| end.min(buf.len()))
+            .find(|&end| scan.complete(&buf[..end]))
+    }
+
+    #[test]
+    fn arriving_in_pieces_finds_the_same_end() {
+        let heads: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody",
+            b"GET / HTTP/1.1\nHost: a\n\nbody",
+            b"\r\n\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: b",
+            b"\r\n\r\n\r\n",
+        ];
+        for head in heads {
+            let whole = (1..=head.len()).find(|&end| head_is_complete(&head[..end]));
+            for step in 1..=4 {
+                let pieces = completes_at(head, step);
+                match whole {
+                    // In steps, the end is seen in the piece holding it.
+                    Some(end) => assert_eq!(
+                        pieces,
+                        Some(end.div_ceil(step) * step).map(|e| e.min(head.len())),
+                        "{head:?} in steps of {step}"
+                    ),
+                    None => assert_eq!(pieces, None, "{head:?} in steps of {step}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_head_is_complete_at_its_empty_line() {
