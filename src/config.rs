@@ -601,14 +601,15 @@ fn validate(
             "log.level: `{log_level}` is not one of off, error, warn, info, debug, trace"
         ));
     }
-    // Past Pingora's own per-read limit (60 s) the deadline would add nothing.
+    // No real client needs a minute for a request head; below 100 ms even a
+    // nearby one could be cut off mid-head.
     let header_timeout = match file.server.header_timeout_ms.unwrap_or(10_000) {
-        ms @ 1..=60_000 => Duration::from_millis(ms),
-        _ => return err("server.header_timeout_ms: must be from 1 to 60000"),
+        ms @ 100..=60_000 => Duration::from_millis(ms),
+        _ => return err("server.header_timeout_ms: must be from 100 to 60000"),
     };
     let body_timeout = match file.server.body_timeout_ms.unwrap_or(60_000) {
-        ms @ 1..=3_600_000 => Duration::from_millis(ms),
-        _ => return err("server.body_timeout_ms: must be from 1 to 3600000"),
+        ms @ 100..=3_600_000 => Duration::from_millis(ms),
+        _ => return err("server.body_timeout_ms: must be from 100 to 3600000"),
     };
 
     Ok(Config {
@@ -738,7 +739,7 @@ mod tests {
         assert_eq!(c.header_timeout, Duration::from_millis(1500));
         assert_eq!(c.body_timeout, Duration::from_millis(2500));
         for (key, bad) in [
-            ("header_timeout_ms", 0),
+            ("header_timeout_ms", 99),
             ("header_timeout_ms", 60_001),
             ("body_timeout_ms", 0),
             ("body_timeout_ms", 3_600_001),

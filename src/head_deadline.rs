@@ -118,6 +118,9 @@ async fn receive_head(
     let mut buf = BytesMut::with_capacity(4096);
     let mut shutdown = shutdown.clone();
     let read = tokio::select! {
+        // Bytes already waiting are read first, even once shutdown has begun:
+        // a request the client sent must not be dropped.
+        biased;
         read = timeout(idle, stream.read_buf(&mut buf)) => read.ok(),
         // An idle connection is dropped when the service starts shutting down.
         Ok(()) = shutdown.changed() => None,

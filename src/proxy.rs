@@ -99,6 +99,8 @@ pub struct Ctx {
     logged_path: Option<String>,
     upstream: Option<SocketAddr>,
     upstream_sent: Option<Instant>,
+    /// When the first piece of a forwarded body arrived.
+    body_started: Option<Instant>,
 }
 
 /// Writes a reply with Content-Type and Content-Length, so the connection can
@@ -256,6 +258,7 @@ impl ProxyHttp for GateProxy {
             logged_path: None,
             upstream: None,
             upstream_sent: None,
+            body_started: None,
         }
     }
 
@@ -333,16 +336,22 @@ impl ProxyHttp for GateProxy {
 
     /// Cuts off a forwarded body that arrives too slowly in total: Pingora
     /// bounds only each read (60 s), so a client trickling a byte at a time
-    /// would hold the connection, and an upstream one, for ever. Checked as
-    /// each piece arrives, from the time the request's header did.
+    /// would hold the connection, and an upstream one, for ever. The clock
+    /// starts at the body's first piece (so connecting upstream, retries and
+    /// `Expect: 100-continue` do not count), and each piece is checked as it
+    /// arrives.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.start.elapsed() > self.app.config.body_timeout {
+        if body.as_ref().is_none_or(|b| b.is_empty()) {
+            return Ok(());
+        }
+        let started = *ctx.body_started.get_or_insert_with(Instant::now);
+        if started.elapsed() > self.app.config.body_timeout {
             return Err(Error::explain(
                 ErrorType::ReadTimedout,
                 "the request body took longer than server.body_timeout_ms",
@@ -372,6 +381,7 @@ impl ProxyHttp for GateProxy {
         if let Identity::Key(_) = ctx.identity {
             let headers = gate::identity_headers(&ctx.identity).map_err(|e| {
                 Error::explain(ErrorType::InternalError, format!("corrupt key record: {e}"))
+                    .into_in()
             })?;
             for (name, value) in headers {
                 upstream.insert_header(name, value)?;

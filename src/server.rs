@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService, GenBackgroundService};
@@ -93,6 +94,10 @@ fn check_certificate(tls: &TlsConfig) -> Result<(), StartError> {
 /// the store (the old one keeps serving for Pingora's 5 s hand-over, then
 /// finishes its requests).
 const UPGRADE_STORE_WAIT: Duration = Duration::from_secs(60);
+
+/// How long an HTTP/2 connection with no open stream is kept: the same 60 s
+/// an idle HTTP/1 connection gets.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Opens the store; in an upgrade, retries while the old process still holds it.
 fn open_store(path: &std::path::Path, upgrade: bool) -> Result<SledStore, StartError> {
@@ -183,12 +188,16 @@ impl Gate {
         let app = Arc::new(
             App::new(config.clone(), store.clone() as Arc<dyn Store>).map_err(StartError)?,
         );
+        let mut gate_proxy =
+            pingora::proxy::http_proxy(&server.configuration, GateProxy::new(app.clone()));
+        // HTTP/2 connections bypass the HTTP/1 header deadline; without this an
+        // idle one would be kept for ever.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+        gate_proxy.server_options = Some(options);
         let mut proxy = Service::new(
             "tachi-gate".into(),
-            HeadDeadline::new(
-                pingora::proxy::http_proxy(&server.configuration, GateProxy::new(app.clone())),
-                config.header_timeout,
-            ),
+            HeadDeadline::new(gate_proxy, config.header_timeout),
         );
         for addr in &config.listen {
             proxy.add_tcp(&addr.to_string());

@@ -93,7 +93,9 @@ pub fn render() -> Vec<u8> {
 /// Records a connection cut off because its request header was too slow.
 pub fn header_timeout() {
     HEADER_TIMEOUTS.inc();
-    log::info!("a request header was not received in time; answered 408 and closed");
+    // Debug only: under a slowloris attack this happens thousands of times,
+    // and the counter already tells the operator.
+    log::debug!("a request header was not received in time; answered 408 and closed");
 }
 
 /// Records a new code.

@@ -439,3 +439,38 @@ async fn a_forwarded_body_trickled_past_its_deadline_gets_408() {
     );
     assert_eq!(gate.get("/x").await.status(), 200);
 }
+
+/// The body deadline runs from a body's first byte and only while one
+/// arrives: at 100 ms, requests without a body, bodies sent at once, and a
+/// body that starts late but then comes at once all pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_deadline_spares_prompt_and_empty_bodies() {
+    let gate = TestGate::start("[server]\nbody_timeout_ms = 100").await;
+    for _ in 0..3 {
+        assert_eq!(gate.get("/x").await.status(), 200);
+        let r = gate
+            .http
+            .post(gate.url("/x"))
+            .header("content-type", "text/plain")
+            .body("a".repeat(200_000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let echo: Value = r.json().await.unwrap();
+        assert_eq!(echo["body"].as_str().map(str::len), Some(200_000));
+    }
+    // A body that starts well after its header, then comes at once, passes:
+    // the clock starts at its first byte.
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    s.write_all(
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(b"hello").await.unwrap();
+    let answer = read_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("hello"), "{answer}");
+}
