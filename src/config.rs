@@ -258,7 +258,7 @@ pub struct Config {
     /// (then 408 and the connection closes).
     pub header_timeout: Duration,
     /// How long the body of a forwarded request may take to arrive, from its
-    /// header (then 408 and the connection closes).
+    /// first byte (then 408 and the connection closes).
     pub body_timeout: Duration,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
