@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tachi-gate");
@@ -434,6 +435,22 @@ async fn cli_works_on_a_store_and_refuses_one_a_gate_holds() {
     assert!(stderr(&out).contains("does not exist"));
 }
 
+/// Imports the sample mongoexport files into the store at `data`; the counts.
+fn import_fixtures(data: &str) -> Value {
+    ok_json(&tachi_gate(
+        &[
+            "--data",
+            data,
+            "import",
+            "--clients",
+            &fixture("api-clients.jsonl"),
+            "--tokens",
+            &fixture("api-tokens.json"),
+        ],
+        &[],
+    ))
+}
+
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -447,36 +464,13 @@ async fn imported_tachi_keys_and_secrets_work_through_the_gate() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let data = store.to_str().unwrap();
-    let (clients, tokens) = (fixture("api-clients.jsonl"), fixture("api-tokens.json"));
 
-    let counts = ok_json(&tachi_gate(
-        &[
-            "--data",
-            data,
-            "import",
-            "--clients",
-            &clients,
-            "--tokens",
-            &tokens,
-        ],
-        &[],
-    ));
+    let counts = import_fixtures(data);
     assert_eq!(
         counts,
         json!({"clientsAdded": 2, "clientsPresent": 0, "keysAdded": 3, "keysPresent": 0})
     );
-    let again = ok_json(&tachi_gate(
-        &[
-            "--data",
-            data,
-            "import",
-            "--clients",
-            &clients,
-            "--tokens",
-            &tokens,
-        ],
-        &[],
-    ));
+    let again = import_fixtures(data);
     assert_eq!(
         again,
         json!({"clientsAdded": 0, "clientsPresent": 2, "keysAdded": 0, "keysPresent": 3}),
@@ -526,13 +520,7 @@ async fn imported_tachi_keys_and_secrets_work_through_the_gate() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["body"]["identifier"], "Score Importer Token");
     // Imported clients belong to their Tachi author.
-    let r = gate
-        .http
-        .get(gate.url("/api/v1/clients"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = gate.send_as(Method::GET, "/api/v1/clients", &cookie).await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["body"][0]["apiKeyTemplate"], "TOKEN=%%TACHI_KEY%%");
 }
@@ -575,19 +563,7 @@ async fn re_importing_never_revives_revoked_keys_or_deleted_clients() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
     let data = data.to_str().unwrap();
-    let (clients, tokens) = (fixture("api-clients.jsonl"), fixture("api-tokens.json"));
-    ok_json(&tachi_gate(
-        &[
-            "--data",
-            data,
-            "import",
-            "--clients",
-            &clients,
-            "--tokens",
-            &tokens,
-        ],
-        &[],
-    ));
+    import_fixtures(data);
     ok_json(&tachi_gate(
         &[
             "--data",
@@ -608,18 +584,7 @@ async fn re_importing_never_revives_revoked_keys_or_deleted_clients() {
         ],
         &[],
     ));
-    let again = ok_json(&tachi_gate(
-        &[
-            "--data",
-            data,
-            "import",
-            "--clients",
-            &clients,
-            "--tokens",
-            &tokens,
-        ],
-        &[],
-    ));
+    let again = import_fixtures(data);
     assert_eq!(
         again,
         json!({"clientsAdded": 0, "clientsPresent": 2, "keysAdded": 0, "keysPresent": 3})

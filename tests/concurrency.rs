@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
+use reqwest::Method;
 use serde_json::json;
 
 const CB: &str = "https://example.com/cb";
@@ -51,12 +52,12 @@ async fn no_use_of_a_key_succeeds_after_its_revocation_was_acknowledged() {
     let users = hammer(&gate, &key, &stop);
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let r = gate
-        .http
-        .delete(gate.url(&format!("/api/v1/users/me/api-tokens/{key}")))
-        .header("cookie", &me)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            Method::DELETE,
+            &format!("/api/v1/users/me/api-tokens/{key}"),
+            &me,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let acknowledged = Instant::now();
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
@@ -111,12 +112,8 @@ async fn deleting_a_client_while_its_keys_are_used_and_issued() {
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let r = gate
-        .http
-        .delete(gate.url(&format!("/api/v1/clients/{id}")))
-        .header("cookie", &me)
-        .send()
-        .await
-        .unwrap();
+        .send_as(Method::DELETE, &format!("/api/v1/clients/{id}"), &me)
+        .await;
     assert_eq!(r.status(), 200);
     let acknowledged = Instant::now();
     let mut issued = Vec::new();
@@ -162,12 +159,12 @@ async fn resetting_a_secret_during_exchanges() {
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let r = gate
-        .http
-        .post(gate.url(&format!("/api/v1/clients/{id}/reset-secret")))
-        .header("cookie", &me)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            &format!("/api/v1/clients/{id}/reset-secret"),
+            &me,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let acknowledged = Instant::now();
     let new_secret = r.json::<serde_json::Value>().await.unwrap()["body"]["clientSecret"]

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const POLICIES: &str = r#"
@@ -192,22 +193,14 @@ async fn policies_allow_and_refuse() {
 async fn sessions_pass_through_with_their_cookie_and_are_cached() {
     let gate = TestGate::start(POLICIES).await;
     let cookie = gate.session(5);
-    let url = gate.url("/ir/direct-manual/import");
+    let path = "/ir/direct-manual/import";
 
     let calls_before = gate
         .upstream
         .status_calls
         .load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..3 {
-        let echo = echo_of(
-            gate.http
-                .post(&url)
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let echo = echo_of(gate.send_as(Method::POST, path, &cookie).await).await;
         assert_eq!(echoed_headers(&echo, "cookie"), vec![cookie.clone()]);
         assert!(
             echoed_headers(&echo, "x-tachi-user-id").is_empty(),
@@ -222,13 +215,7 @@ async fn sessions_pass_through_with_their_cookie_and_are_cached() {
     assert_eq!(calls, 1, "one status lookup serves the cache TTL");
 
     // A cookie that is not a live session is a guest.
-    let r = gate
-        .http
-        .post(&url)
-        .header("cookie", "connect.sid=dead")
-        .send()
-        .await
-        .unwrap();
+    let r = gate.send_as(Method::POST, path, "connect.sid=dead").await;
     assert_eq!(r.status(), 401);
     // Without a policy, a cookie costs no status lookup at all.
     let before = gate
@@ -236,12 +223,8 @@ async fn sessions_pass_through_with_their_cookie_and_are_cached() {
         .status_calls
         .load(std::sync::atomic::Ordering::SeqCst);
     echo_of(
-        gate.http
-            .get(gate.url("/api/v1/games"))
-            .header("cookie", "connect.sid=other")
-            .send()
-            .await
-            .unwrap(),
+        gate.send_as(Method::GET, "/api/v1/games", "connect.sid=other")
+            .await,
     )
     .await;
     assert_eq!(
@@ -352,12 +335,8 @@ async fn a_dead_upstream_gives_502_while_token_exchange_keeps_working() {
     assert_eq!(r.status(), 200, "client lookups need no upstream");
     // Routes that need a session say the upstream is down rather than "not authenticated".
     let r = gate
-        .http
-        .post(gate.url("/api/v1/oauth/create-code"))
-        .header("cookie", "connect.sid=new")
-        .send()
-        .await
-        .unwrap();
+        .send_as(Method::POST, "/api/v1/oauth/create-code", "connect.sid=new")
+        .await;
     assert_eq!(r.status(), 502);
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use base64::Engine as _;
 use common::*;
+use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
@@ -124,12 +125,8 @@ async fn create_code_answers_code_user_and_time() {
     let gate = TestGate::start("").await;
     let cookie = gate.session(3);
     let resp = gate
-        .http
-        .post(gate.url("/api/v1/oauth/create-code"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .send_as(Method::POST, "/api/v1/oauth/create-code", &cookie)
+        .await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["description"], "Successfully created code.");

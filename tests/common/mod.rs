@@ -367,6 +367,21 @@ impl TestGate {
     }
 
     /// POST a JSON body to a full URL as a session.
+    /// A request without a body, as the holder of the session `cookie`.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        cookie: &str,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_as(&self, url: &str, cookie: &str, body: Value) -> reqwest::Response {
         self.http
             .post(url)
