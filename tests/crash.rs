@@ -74,6 +74,18 @@ struct Gate {
 }
 
 impl Gate {
+    /// A GET on the admin API; its JSON.
+    async fn admin_get(&self, http: &reqwest::Client, path: &str) -> Value {
+        http.get(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     fn spawn(conf: &Path, store: &Path, port: u16, upstream: std::net::SocketAddr) -> Child {
         Command::new(BIN)
             .arg("--config")
@@ -327,30 +339,16 @@ async fn verify(gate: &Gate, ledger: &Mutex<Ledger>, cycle: usize) {
         }
     }
     let mut by_client = HashSet::new();
-    let clients: Value = http
-        .get(format!("{}/admin/clients", gate.admin))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let clients = gate.admin_get(&http, "/admin/clients").await;
     for c in clients["body"].as_array().unwrap() {
         let id = c["clientID"].as_str().unwrap();
         assert!(
             !deleted.contains(&id.to_string()),
             "cycle {cycle}: deleted client listed"
         );
-        let v: Value = http
-            .get(format!("{}/admin/keys?client={id}", gate.admin))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = gate
+            .admin_get(&http, &format!("/admin/keys?client={id}"))
+            .await;
         for k in v["body"].as_array().unwrap() {
             assert_eq!(k["fromAPIClient"], id);
             by_client.insert(k["tokenID"].as_str().unwrap().to_string());
