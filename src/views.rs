@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::reply::Reply;
 use crate::store::{ClientRecord, KeyRecord};
 
 /// A client as Tachi shows it; `secret` only when freshly made.
@@ -46,6 +47,22 @@ pub fn key(k: &KeyRecord, key: Option<&str>) -> Value {
         obj.insert("token".into(), Value::String(secret.to_string()));
     }
     v
+}
+
+/// The answer listing clients (without secrets), for the API and the admin API alike.
+pub fn client_list(clients: &[ClientRecord]) -> Reply {
+    Reply::success(
+        format!("Returned {} clients.", clients.len()),
+        Value::Array(clients.iter().map(|c| client(c, None)).collect()),
+    )
+}
+
+/// The answer listing keys (never the keys themselves), for the API and the admin API alike.
+pub fn key_list(keys: &[KeyRecord]) -> Reply {
+    Reply::success(
+        format!("Returned {} keys.", keys.len()),
+        Value::Array(keys.iter().map(|k| key(k, None)).collect()),
+    )
 }
 
 #[cfg(test)]

@@ -242,10 +242,7 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                     Some(a) => store.clients_of(a).await?,
                     None => store.all_clients().await?,
                 };
-                Reply::success(
-                    format!("Returned {} clients.", clients.len()),
-                    Value::Array(clients.iter().map(|c| views::client(c, None)).collect()),
-                )
+                views::client_list(&clients)
             }
             AdminOp::CreateClient { author, fields } => {
                 only_fields(&fields, &CLIENT_FIELDS)?;
@@ -265,13 +262,7 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                     ClientInsert::CapReached => Reply::failure(400, "Client cap reached."),
                 }
             }
-            AdminOp::GetClient(id) => match store.client(&id).await? {
-                Some(c) => Reply::success(
-                    format!("Retrieved client {}.", c.name),
-                    views::client(&c, None),
-                ),
-                None => Reply::failure(404, "This client does not exist."),
-            },
+            AdminOp::GetClient(id) => crate::api::clients::get(app, &id).await,
             AdminOp::DeleteClient(id) => match store.delete_client(&id).await? {
                 Some(n) => {
                     telemetry::client_event("deleted", &id, "via=admin");
@@ -288,10 +279,7 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                     KeyOwner::User(u) => store.keys_of_user(u).await?,
                     KeyOwner::Client(c) => store.keys_of_client(&c).await?,
                 };
-                Reply::success(
-                    format!("Returned {} keys.", keys.len()),
-                    Value::Array(keys.iter().map(|k| views::key(k, None)).collect()),
-                )
+                views::key_list(&keys)
             }
             AdminOp::CreateKey { user, request } => {
                 only_fields(&request, &["clientID", "permissions", "identifier"])?;

@@ -106,10 +106,7 @@ pub async fn list(app: &App, req: &ApiRequest) -> Reply {
         Err(r) => return r,
     };
     match app.store.clients_of(user).await {
-        Ok(clients) => Reply::success(
-            format!("Returned {} clients.", clients.len()),
-            Value::Array(clients.iter().map(|c| views::client(c, None)).collect()),
-        ),
+        Ok(clients) => views::client_list(&clients),
         Err(e) => e.into(),
     }
 }

@@ -48,10 +48,7 @@ pub async fn list(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
         Err(r) => return r,
     };
     match app.store.keys_of_user(user).await {
-        Ok(keys) => Reply::success(
-            format!("Returned {} keys.", keys.len()),
-            Value::Array(keys.iter().map(|k| views::key(k, None)).collect()),
-        ),
+        Ok(keys) => views::key_list(&keys),
         Err(e) => e.into(),
     }
 }
