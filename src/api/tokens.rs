@@ -103,13 +103,7 @@ pub fn key_request(map: &Map<String, Value>, known: &[String]) -> Result<KeyRequ
 pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) -> Reply {
     let minted = match request {
         KeyRequest::FromClient(id) => match app.store.client(&id).await {
-            Ok(Some(client)) => KeyRecord::mint(
-                user,
-                format!("{} Token", client.name),
-                &client.requested_permissions,
-                Some(client.client_id),
-                now_ms(),
-            ),
+            Ok(Some(client)) => KeyRecord::mint_for_client(user, &client, now_ms()),
             Ok(None) => return Reply::failure(404, "This client does not exist."),
             Err(e) => return e.into(),
         },
@@ -118,11 +112,7 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
             permissions,
         } => KeyRecord::mint(user, identifier, &permissions, None, now_ms()),
     };
-    match app
-        .store
-        .insert_key(&minted.digest, &minted.record, true)
-        .await
-    {
+    match app.store.insert_key(&minted.digest, &minted.record).await {
         Ok(KeyInsert::Inserted) => {
             telemetry::key_issued(&minted.record, via);
             Reply::success(

@@ -171,13 +171,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     }
     check_code(&record, &client, params.code_verifier.as_deref(), now)?;
 
-    let minted = KeyRecord::mint(
-        record.user_id,
-        format!("{} Token", client.name),
-        &client.requested_permissions,
-        Some(client.client_id.clone()),
-        now,
-    );
+    let minted = KeyRecord::mint_for_client(record.user_id, &client, now);
     match app
         .store
         .redeem_code(&code_hash, &minted.digest, &minted.record, now)

@@ -95,7 +95,7 @@ pub enum Redeem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyInsert {
     Inserted,
-    /// The user already has a key from this client (only checked when asked).
+    /// The user already has a key from this client.
     ClientKeyExists,
     /// The key names a client that does not exist.
     NoSuchClient,
@@ -182,14 +182,8 @@ pub trait Store: Send + Sync + 'static {
     async fn keys_of_user(&self, user_id: u64) -> Result<Vec<KeyRecord>, StoreError>;
     /// The keys issued through a client, oldest first.
     async fn keys_of_client(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Stores a new key. With `one_per_client`, refuses a second key for the
-    /// same user and client.
-    async fn insert_key(
-        &self,
-        key: &Digest,
-        record: &KeyRecord,
-        one_per_client: bool,
-    ) -> Result<KeyInsert, StoreError>;
+    /// Stores a new key; refuses a second key for the same user and client.
+    async fn insert_key(&self, key: &Digest, record: &KeyRecord) -> Result<KeyInsert, StoreError>;
     /// Revokes (deletes) a key; its record if it existed.
     async fn revoke_key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError>;
     /// Revokes every key of a user; how many.

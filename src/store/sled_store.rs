@@ -568,15 +568,10 @@ impl Store for SledStore {
         self.keys_under(&self.keys_by_client, &client_prefix(client_id))
     }
 
-    async fn insert_key(
-        &self,
-        key: &Digest,
-        record: &KeyRecord,
-        one_per_client: bool,
-    ) -> Result<KeyInsert, StoreError> {
+    async fn insert_key(&self, key: &Digest, record: &KeyRecord) -> Result<KeyInsert, StoreError> {
         let outcome = {
             let _guard = self.creation.lock().await;
-            if let (true, Some(client)) = (one_per_client, &record.from_client) {
+            if let Some(client) = &record.from_client {
                 let existing = self.keys_under(&self.keys_by_user, &user_prefix(record.user_id))?;
                 if existing
                     .iter()
