@@ -193,16 +193,10 @@ impl HeadScan {
 }
 
 /// Answers 408 on a connection whose request head did not arrive in time.
-/// The answer is written by hand because no Pingora session exists yet.
 async fn answer_too_slow(stream: &mut Stream) {
     telemetry::header_timeout();
-    let body = Reply::failure(408, "The request header was not received in time.").body_bytes();
-    let mut answer = format!(
-        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    answer.extend_from_slice(&body);
+    let answer =
+        Reply::failure(408, "The request header was not received in time.").to_http1_closing();
     let write = async {
         stream.write_all(&answer).await?;
         stream.flush().await?;

@@ -17,7 +17,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::app::{ApiRequest, App};
 use crate::body::{BodyError, MAX_BODY_BYTES};
 use crate::gate::{self, Identity, Rejection};
-use crate::reply::Reply;
+use crate::reply::{Reply, JSON_CONTENT_TYPE};
 use crate::routes;
 use crate::telemetry;
 
@@ -107,8 +107,14 @@ pub struct Ctx {
 /// stay open when the body was read.
 pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
     let body = reply.body_bytes();
-    let content_type = "application/json; charset=utf-8";
-    write_body(session, reply.status, content_type, body, &reply.headers).await
+    write_body(
+        session,
+        reply.status,
+        JSON_CONTENT_TYPE,
+        body,
+        &reply.headers,
+    )
+    .await
 }
 
 /// Writes a complete response with Content-Type and Content-Length.

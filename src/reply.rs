@@ -5,6 +5,9 @@
 
 use serde_json::{Map, Value};
 
+/// The Content-Type of every answer the gate gives itself.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
 /// A complete answer: status, JSON envelope and extra headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -80,6 +83,32 @@ impl Reply {
         serde_json::to_vec(&self.envelope).unwrap_or_else(|_| b"{}".to_vec())
     }
 
+    /// The whole answer as HTTP/1.1 bytes, closing the connection, for the
+    /// rare answer given before any Pingora session exists (a request head
+    /// that never arrived). Same headers as answers written through Pingora.
+    pub fn to_http1_closing(&self) -> Vec<u8> {
+        let body = self.body_bytes();
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let date = pingora::protocols::http::date::get_cached_date();
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {}\r\n",
+            self.status,
+            body.len()
+        )
+        .into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        out.extend_from_slice(&body);
+        out
+    }
+
     // Answers shared by several modules.
 
     /// 502: the upstream could not be reached or failed.
@@ -125,5 +154,24 @@ mod tests {
         let v: Value = serde_json::from_slice(&r.body_bytes()).unwrap();
         assert_eq!(v["access_token"], "k");
         assert_eq!(v["body"]["a"], 1);
+    }
+
+    #[test]
+    fn a_closing_http1_answer_has_the_usual_headers() {
+        let raw = Reply::failure(408, "slow")
+            .header("Retry-After", "1")
+            .to_http1_closing();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        assert_eq!(lines.next(), Some("HTTP/1.1 408 Request Timeout"));
+        let headers: Vec<&str> = lines.collect();
+        assert!(headers.contains(&"Content-Type: application/json; charset=utf-8"));
+        assert!(headers.contains(&format!("Content-Length: {}", body.len()).as_str()));
+        assert!(headers.contains(&"Retry-After: 1"));
+        assert!(headers.contains(&"Connection: close"));
+        assert!(headers.iter().any(|h| h.starts_with("Date: ")));
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["description"], "slow");
     }
 }
