@@ -31,7 +31,7 @@ use crate::telemetry;
 
 /// How long a connection may wait for a request's first byte: Pingora's
 /// keep-alive default, which it also applies to a new connection.
-const KEEPALIVE_SECS: u64 = 60;
+pub(crate) const KEEPALIVE_SECS: u64 = 60;
 
 /// Pingora's own cap on a request head; past it Pingora answers 400, so
 /// reading further here would only waste memory.

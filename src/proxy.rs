@@ -32,6 +32,14 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
+/// The client's IP address, when it came over TCP.
+pub(crate) fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// Whether the client reached the gate over TLS.
 pub(crate) fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -103,6 +111,13 @@ pub struct Ctx {
     body_started: Option<Instant>,
 }
 
+impl Ctx {
+    /// The request's path as logs may show it (a key in a path is never logged).
+    fn path_to_log<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
+        self.logged_path.as_deref().unwrap_or(req.uri.path())
+    }
+}
+
 /// Writes a reply with Content-Type and Content-Length, so the connection can
 /// stay open when the body was read.
 pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
@@ -139,8 +154,18 @@ pub async fn write_body(
         .await
 }
 
-/// Reads the body of a request to an own route, within the size and time limits.
+/// Reads the body of a request to an own route, within the size and time
+/// limits. On failure the connection will close: whatever is left of the
+/// body would otherwise be read as the next request.
 pub(crate) async fn read_body(session: &mut Session) -> std::result::Result<Bytes, BodyError> {
+    let result = read_body_within_limits(session).await;
+    if result.is_err() {
+        session.set_keepalive(None);
+    }
+    result
+}
+
+async fn read_body_within_limits(session: &mut Session) -> std::result::Result<Bytes, BodyError> {
     let req = session.req_header();
     if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
         let len: usize = len
@@ -234,11 +259,7 @@ impl GateProxy {
         let headers = header.headers.clone();
         let body = match read_body(session).await {
             Ok(b) => b,
-            Err(e) => {
-                // Whatever is left of the body would be read as the next request.
-                session.set_keepalive(None);
-                return e.reply();
-            }
+            Err(e) => return e.reply(),
         };
         let req = ApiRequest {
             method,
@@ -269,10 +290,7 @@ impl ProxyHttp for GateProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let ip = client_ip(session);
         let limits = &self.app.limits;
         let step = self.decide(session.req_header(), ip, ctx).await;
         match step {
@@ -376,8 +394,8 @@ impl ProxyHttp for GateProxy {
         for name in gate::spoofable_headers(&upstream.headers) {
             upstream.remove_header(&name);
         }
-        match session.client_addr().and_then(|a| a.as_inet()) {
-            Some(addr) => upstream.insert_header("X-Forwarded-For", ip_header_value(addr.ip()))?,
+        match client_ip(session) {
+            Some(ip) => upstream.insert_header("X-Forwarded-For", ip_header_value(ip))?,
             None => {
                 upstream.remove_header("X-Forwarded-For");
             }
@@ -416,7 +434,7 @@ impl ProxyHttp for GateProxy {
     /// string or a key in the path.
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
         let req = session.req_header();
-        let path = ctx.logged_path.as_deref().unwrap_or(req.uri.path());
+        let path = ctx.path_to_log(req);
         format!("{} {path}", req.method)
     }
 
@@ -441,7 +459,7 @@ impl ProxyHttp for GateProxy {
             target: "access",
             "{} {} {status} class={} user={user} client={client} upstream={} ms={:.1}",
             req.method,
-            ctx.logged_path.as_deref().unwrap_or(req.uri.path()),
+            ctx.path_to_log(req),
             ctx.class,
             ctx.upstream.map_or_else(|| "-".to_string(), |a| a.to_string()),
             ctx.start.elapsed().as_secs_f64() * 1000.0,

@@ -95,9 +95,9 @@ fn check_certificate(tls: &TlsConfig) -> Result<(), StartError> {
 /// finishes its requests).
 const UPGRADE_STORE_WAIT: Duration = Duration::from_secs(60);
 
-/// How long an HTTP/2 connection with no open stream is kept: the same 60 s
-/// an idle HTTP/1 connection gets.
-const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an HTTP/2 connection with no open stream is kept: as long as an
+/// idle HTTP/1 connection.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(crate::head_deadline::KEEPALIVE_SECS);
 
 /// Opens the store; in an upgrade, retries while the old process still holds it.
 fn open_store(path: &std::path::Path, upgrade: bool) -> Result<SledStore, StartError> {

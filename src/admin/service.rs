@@ -14,7 +14,7 @@ use super::{decode_path, run, AdminOp};
 use crate::app::App;
 use crate::body;
 use crate::gate::credentials::{self, Authorization};
-use crate::proxy::{read_body, write_body, write_reply};
+use crate::proxy::{client_ip, read_body, write_body, write_reply};
 use crate::reply::Reply;
 use crate::store::{digest, digests_match, Digest};
 use crate::telemetry;
@@ -75,10 +75,7 @@ impl AdminProxy {
                 "The admin API is off: set server.admin_token or TACHI_GATE_ADMIN_TOKEN.",
             );
         };
-        let ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let ip = client_ip(session);
         if let Err(refusal) = self.app.limits.failures_exceeded(ip) {
             return refusal;
         }
@@ -97,10 +94,7 @@ impl AdminProxy {
             .map(str::to_string);
         let bytes = match read_body(session).await {
             Ok(b) => b,
-            Err(e) => {
-                session.set_keepalive(None);
-                return e.reply();
-            }
+            Err(e) => return e.reply(),
         };
         let body = match body::object(content_type.as_deref(), &bytes) {
             Ok((_, m)) => m,
