@@ -299,15 +299,8 @@ impl ProxyHttp for GateProxy {
                 Ok(false)
             }
             Step::Own(route) => {
-                let introspection = route == routes::Route::Introspect;
                 let reply = self.serve_own(session, route).await;
-                // Failed client authentications, and introspections of keys that
-                // do not exist, count towards the failed-authentication limit.
-                let failed_client =
-                    reply.envelope.get("error").and_then(|e| e.as_str()) == Some("invalid_client");
-                let unknown_key = introspection
-                    && reply.envelope.get("active") == Some(&serde_json::Value::Bool(false));
-                if failed_client || unknown_key {
+                if reply.failed_auth {
                     limits.failure(ip);
                 }
                 write_reply(session, &reply).await?;

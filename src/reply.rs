@@ -14,6 +14,10 @@ pub struct Reply {
     pub status: u16,
     pub envelope: Map<String, Value>,
     pub headers: Vec<(&'static str, String)>,
+    /// Whether this answer refuses an attempt to prove an identity (a wrong
+    /// client secret, an introspected key that does not exist): such answers
+    /// count towards the per-IP failed-authentication limit.
+    pub failed_auth: bool,
 }
 
 impl Reply {
@@ -27,6 +31,7 @@ impl Reply {
             status: 200,
             envelope,
             headers: Vec::new(),
+            failed_auth: false,
         }
     }
 
@@ -39,6 +44,7 @@ impl Reply {
             status,
             envelope,
             headers: Vec::new(),
+            failed_auth: false,
         }
     }
 
@@ -54,12 +60,19 @@ impl Reply {
             status,
             envelope,
             headers: Vec::new(),
+            failed_auth: false,
         }
     }
 
     /// Adds a top-level field beside the envelope's own (RFC 6749 fields, say).
     pub fn field(mut self, name: &str, value: impl Into<Value>) -> Reply {
         self.envelope.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// Marks the answer as a failed authentication (see [`Reply::failed_auth`]).
+    pub fn as_failed_auth(mut self) -> Reply {
+        self.failed_auth = true;
         self
     }
 

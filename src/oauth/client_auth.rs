@@ -128,9 +128,12 @@ impl From<crate::store::StoreError> for Outcome {
 /// An error in both vocabularies: Tachi's envelope and RFC 6749 §5.2.
 pub fn error_reply(e: &OAuthError, style: Style, basic: bool) -> Reply {
     let status = e.failure.status(style);
-    let reply = Reply::failure(status, e.description.clone())
+    let mut reply = Reply::failure(status, e.description.clone())
         .field("error", e.failure.code())
         .field("error_description", e.description.clone());
+    if matches!(e.failure, Failure::UnknownClient | Failure::WrongSecret) {
+        reply = reply.as_failed_auth();
+    }
     if status == 401 && basic {
         reply.header("WWW-Authenticate", "Basic realm=\"tachi\"")
     } else {

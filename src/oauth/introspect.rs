@@ -30,11 +30,11 @@ pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
     let basic = uses_basic(req);
     let answer = async {
         let (_, token) = client_and_token(app, req).await?;
-        let body = match app.store.key(&digest(&token)).await? {
-            Some(key) => Value::Object(active(&key)),
-            None => json!({"active": false}),
-        };
-        Ok(Reply::plain(200, body))
+        Ok(match app.store.key(&digest(&token)).await? {
+            Some(key) => Reply::plain(200, Value::Object(active(&key))),
+            // Guessing keys through introspection counts as guessing them.
+            None => Reply::plain(200, json!({"active": false})).as_failed_auth(),
+        })
     };
     answer
         .await
