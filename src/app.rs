@@ -59,6 +59,14 @@ impl App {
             Reply::upstream_unavailable()
         })
     }
+
+    /// The session's user, for routes only a session may use; without one,
+    /// a 401 saying `refusal`.
+    pub async fn session_required(&self, req: &ApiRequest, refusal: &str) -> Result<u64, Reply> {
+        self.session_of(req)
+            .await?
+            .ok_or_else(|| Reply::failure(401, refusal))
+    }
 }
 
 /// A request to one of the gate's own routes, body already read.

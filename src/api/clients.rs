@@ -86,23 +86,21 @@ async fn owned_client(app: &App, req: &ApiRequest, id: &str) -> Result<ClientRec
         Ok(None) => return Err(Reply::failure(404, NO_SUCH_CLIENT)),
         Err(e) => return Err(e.into()),
     };
-    match app.session_of(req).await? {
-        None => Err(Reply::failure(401, NOT_A_SESSION)),
-        Some(user) if user != client.author => Err(Reply::failure(
+    if app.session_required(req, NOT_A_SESSION).await? != client.author {
+        return Err(Reply::failure(
             403,
             "You are not authorized to perform this action.",
-        )),
-        Some(_) => Ok(client),
+        ));
     }
+    Ok(client)
 }
 
 /// The caller's clients, without secrets.
 ///
 /// @name GET /api/v1/clients
 pub async fn list(app: &App, req: &ApiRequest) -> Reply {
-    let user = match app.session_of(req).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return Reply::failure(401, NOT_A_SESSION),
+    let user = match app.session_required(req, NOT_A_SESSION).await {
+        Ok(u) => u,
         Err(r) => return r,
     };
     match app.store.clients_of(user).await {
@@ -116,9 +114,11 @@ pub async fn list(app: &App, req: &ApiRequest) -> Reply {
 ///
 /// @name POST /api/v1/clients/create
 pub async fn create(app: &App, req: &ApiRequest) -> Reply {
-    let author = match app.session_of(req).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return Reply::failure(401, "You are not authenticated."),
+    let author = match app
+        .session_required(req, "You are not authenticated.")
+        .await
+    {
+        Ok(u) => u,
         Err(r) => return r,
     };
     match build_client(app, req, author) {

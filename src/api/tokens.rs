@@ -20,12 +20,9 @@ async fn own_user(app: &App, req: &ApiRequest, user_param: &str) -> Result<u64, 
     if req.headers.contains_key(http::header::AUTHORIZATION) {
         return Err(Reply::failure(403, NOT_BY_KEY));
     }
-    let Some(user) = app.session_of(req).await? else {
-        return Err(Reply::failure(
-            401,
-            "This endpoint requires session-level authentication.",
-        ));
-    };
+    let user = app
+        .session_required(req, "This endpoint requires session-level authentication.")
+        .await?;
     if user_param == "me" {
         return Ok(user);
     }

@@ -16,9 +16,11 @@ use super::{pkce, string_param};
 ///
 /// @name POST /api/v1/oauth/create-code
 pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
-    let user_id = match app.session_of(req).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return Reply::failure(401, "You are not authenticated."),
+    let user_id = match app
+        .session_required(req, "You are not authenticated.")
+        .await
+    {
+        Ok(u) => u,
         Err(reply) => return reply,
     };
 
