@@ -118,15 +118,7 @@ impl SledStore {
 
     /// Reads the key records an index points at (`prefix` ‖ digest entries).
     fn keys_under(&self, index: &sled::Tree, prefix: &[u8]) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in index.scan_prefix(prefix) {
-            let (k, _) = entry?;
-            if let Some(bytes) = live(self.keys.get(&k[prefix.len()..])?) {
-                out.push(decode::<KeyRecord>(&bytes)?);
-            }
-        }
-        out.sort_by_key(|k| k.created_on);
-        Ok(out)
+        records_under(&self.keys, index, prefix, |k: &KeyRecord| k.created_on)
     }
 
     /// Removes keys by digest in one transaction; how many existed.
@@ -185,6 +177,25 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
+}
+
+/// The live records of `primary` that `index` lists under `prefix` (its
+/// entries are `prefix` ‖ primary key), oldest first.
+fn records_under<T: DeserializeOwned>(
+    primary: &sled::Tree,
+    index: &sled::Tree,
+    prefix: &[u8],
+    created_on: impl Fn(&T) -> u64,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for entry in index.scan_prefix(prefix) {
+        let (k, _) = entry?;
+        if let Some(bytes) = live(primary.get(&k[prefix.len()..])?) {
+            out.push(decode::<T>(&bytes)?);
+        }
+    }
+    out.sort_by_key(|r| created_on(r));
+    Ok(out)
 }
 
 /// Decodes inside a transaction, where errors must be transaction errors.
@@ -339,16 +350,12 @@ impl Store for SledStore {
     }
 
     async fn clients_of(&self, user_id: u64) -> Result<Vec<ClientRecord>, StoreError> {
-        let prefix = user_prefix(user_id);
-        let mut out = Vec::new();
-        for entry in self.clients_by_user.scan_prefix(prefix) {
-            let (k, _) = entry?;
-            if let Some(bytes) = live(self.clients.get(&k[prefix.len()..])?) {
-                out.push(decode::<ClientRecord>(&bytes)?);
-            }
-        }
-        out.sort_by_key(|c| c.created_on);
-        Ok(out)
+        records_under(
+            &self.clients,
+            &self.clients_by_user,
+            &user_prefix(user_id),
+            |c: &ClientRecord| c.created_on,
+        )
     }
 
     async fn modify_client(
