@@ -90,13 +90,9 @@ impl ApiRequest {
             .and_then(|v| v.to_str().ok())
     }
 
-    /// The parsed `Authorization` header, if exactly one was sent.
+    /// The parsed `Authorization` header, if one was sent.
+    /// Several count as an unusable scheme.
     pub fn authorization(&self) -> Option<credentials::Authorization<'_>> {
-        let mut all = self.headers.get_all(http::header::AUTHORIZATION).iter();
-        match (all.next(), all.next()) {
-            (Some(v), None) => Some(credentials::parse(v.as_bytes())),
-            (Some(_), Some(_)) => Some(credentials::Authorization::Other),
-            _ => None,
-        }
+        credentials::of_request(&self.headers).unwrap_or(Some(credentials::Authorization::Other))
     }
 }

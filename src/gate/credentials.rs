@@ -2,6 +2,7 @@
 //! credentials for the token endpoint.
 
 use base64::Engine as _;
+use http::HeaderMap;
 
 /// What an `Authorization` header holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +13,21 @@ pub enum Authorization<'a> {
     Basic(&'a [u8]),
     /// Any other scheme.
     Other,
+}
+
+/// More than one `Authorization` header: which one counts would be a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// The request's `Authorization` header, parsed: `None` without one, and
+/// [`Repeated`] when there are several.
+pub fn of_request(headers: &HeaderMap) -> Result<Option<Authorization<'_>>, Repeated> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    match (all.next(), all.next()) {
+        (Some(_), Some(_)) => Err(Repeated),
+        (Some(value), None) => Ok(Some(parse(value.as_bytes()))),
+        (None, _) => Ok(None),
+    }
 }
 
 /// Splits a header value into its scheme and credentials (RFC 9110 §11.4).

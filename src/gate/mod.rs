@@ -145,15 +145,12 @@ pub async fn check(
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Identity, Rejection> {
-    let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
-    let identity = match (auth.next(), auth.next()) {
-        (Some(_), Some(_)) => return Err(Rejection::RepeatedAuthorization),
-        (Some(value), None) => match credentials::parse(value.as_bytes()) {
-            Authorization::Bearer(b"") => return Err(Rejection::EmptyToken),
-            Authorization::Bearer(token) => key_identity(app, token).await?,
-            Authorization::Basic(_) | Authorization::Other => return Err(Rejection::WrongScheme),
-        },
-        (None, _) => Identity::Guest,
+    let auth = credentials::of_request(headers).map_err(|_| Rejection::RepeatedAuthorization)?;
+    let identity = match auth {
+        Some(Authorization::Bearer(b"")) => return Err(Rejection::EmptyToken),
+        Some(Authorization::Bearer(token)) => key_identity(app, token).await?,
+        Some(Authorization::Basic(_) | Authorization::Other) => return Err(Rejection::WrongScheme),
+        None => Identity::Guest,
     };
 
     let Some(policy) = policy::first_match(&app.config.gate.policies, method, path) else {
