@@ -39,9 +39,16 @@ impl App {
         })
     }
 
-    /// The user a cookie is a live session of.
-    pub async fn session_user(&self, cookie: &str) -> Result<Option<u64>, UpstreamFailed> {
-        self.sessions.user(cookie, &self.upstreams).await
+    /// The user whose live session the request's cookies are; `None` without
+    /// cookies or a session. A failed lookup is logged here, once for every caller.
+    pub async fn cookie_user(&self, headers: &HeaderMap) -> Result<Option<u64>, UpstreamFailed> {
+        let Some(cookie) = cookie_header(headers) else {
+            return Ok(None);
+        };
+        self.sessions
+            .user(&cookie, &self.upstreams)
+            .await
+            .inspect_err(|e| log::warn!("{}", e.0))
     }
 
     /// The session user of a request to one of the gate's own routes: `None`
@@ -51,13 +58,9 @@ impl App {
         if req.headers.contains_key(http::header::AUTHORIZATION) {
             return Ok(None);
         }
-        let Some(cookie) = cookie_header(&req.headers) else {
-            return Ok(None);
-        };
-        self.session_user(&cookie).await.map_err(|e| {
-            log::warn!("{}", e.0);
-            Reply::upstream_unavailable()
-        })
+        self.cookie_user(&req.headers)
+            .await
+            .map_err(|_| Reply::upstream_unavailable())
     }
 
     /// The session's user, for routes only a session may use; without one,

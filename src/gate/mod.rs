@@ -171,16 +171,10 @@ pub async fn check(
         // one must not get a guest past a policy: `forward` applies only where
         // no policy does.
         Identity::ForeignKey => Err(Rejection::UnknownKey),
-        Identity::Guest | Identity::Session(_) => match cookie_header(headers) {
-            None => Err(Rejection::NotAuthorised),
-            Some(cookie) => match app.session_user(&cookie).await {
-                Ok(Some(user)) => Ok(Identity::Session(user)),
-                Ok(None) => Err(Rejection::NotAuthorised),
-                Err(e) => {
-                    log::warn!("{}", e.0);
-                    Err(Rejection::UpstreamUnavailable)
-                }
-            },
+        Identity::Guest | Identity::Session(_) => match app.cookie_user(headers).await {
+            Ok(Some(user)) => Ok(Identity::Session(user)),
+            Ok(None) => Err(Rejection::NotAuthorised),
+            Err(_) => Err(Rejection::UpstreamUnavailable),
         },
     }
 }
