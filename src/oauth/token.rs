@@ -45,9 +45,9 @@ impl TokenParams {
     }
 }
 
-/// Works out the answer style and the parameters from the raw request.
-pub fn parse_request(req: &ApiRequest) -> (Style, Result<TokenParams, OAuthError>) {
-    let basic = uses_basic(req);
+/// Works out the answer style and the parameters from the raw request;
+/// `basic` says whether it authenticated with HTTP Basic.
+fn parse_request(req: &ApiRequest, basic: bool) -> (Style, Result<TokenParams, OAuthError>) {
     let format = body::format_of(req.content_type(), &req.body);
     let style = if basic || format == Ok(Some(Format::Form)) {
         Style::Rfc6749
@@ -78,7 +78,7 @@ pub fn parse_request(req: &ApiRequest) -> (Style, Result<TokenParams, OAuthError
 }
 
 /// Checks everything about a code except whether it is still unspent in the store.
-pub fn check_code(
+fn check_code(
     code: &CodeRecord,
     client: &ClientRecord,
     verifier: Option<&str>,
@@ -119,8 +119,8 @@ pub fn check_code(
 ///
 /// @name POST /api/v1/oauth/token
 pub async fn token(app: &App, req: &ApiRequest) -> Reply {
-    let (style, params) = parse_request(req);
     let basic = uses_basic(req);
+    let (style, params) = parse_request(req, basic);
     let outcome = match params {
         Ok(params) => exchange(app, req, &params).await,
         Err(e) => Err(Outcome::Failed(e)),
