@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::store::{digest, now_ms, random_hex, ClientRecord, Digest, KeyRecord};
+use crate::store::{digest, digest_hex, now_ms, random_hex, ClientRecord, Digest, KeyRecord};
 
 /// A record that cannot be imported, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +219,7 @@ pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, Import
         }
         out.push(ClientRecord {
             client_id,
-            secret_hash: hex::encode(digest(&d.string("clientSecret")?)),
+            secret_hash: digest_hex(&d.string("clientSecret")?),
             name: d.string("name")?,
             author: d.user("author")?,
             requested_permissions: requested,

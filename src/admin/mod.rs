@@ -13,7 +13,7 @@ use crate::api::only_fields;
 use crate::api::tokens::{create_key, find_key, key_request};
 use crate::app::App;
 use crate::reply::Reply;
-use crate::store::{ClientInsert, ClientRecord, Digest, KeyRecord};
+use crate::store::{digest_from_hex, ClientInsert, ClientRecord, Digest, KeyRecord};
 use crate::telemetry;
 use crate::views;
 
@@ -206,9 +206,7 @@ fn validate_batch(app: &App, batch: &ImportBatch) -> Result<Vec<(Digest, KeyReco
     }
     let mut keys = Vec::with_capacity(batch.keys.len());
     for k in &batch.keys {
-        let digest = hex::decode(&k.digest)
-            .ok()
-            .and_then(|d| <Digest>::try_from(d).ok())
+        let digest = digest_from_hex(&k.digest)
             .ok_or_else(|| bad("A key's digest is not 64 hex characters."))?;
         if k.record
             .from_client

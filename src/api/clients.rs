@@ -6,7 +6,7 @@ use super::{only_fields, permission_list};
 use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
-use crate::store::{digest, now_ms, random_hex, ClientInsert, ClientRecord};
+use crate::store::{digest_hex, now_ms, random_hex, ClientInsert, ClientRecord};
 use crate::telemetry;
 use crate::views;
 
@@ -195,7 +195,7 @@ pub fn new_client(
     let secret = new_secret();
     let client = ClientRecord {
         client_id: format!("CI{}", random_hex(20)),
-        secret_hash: hex::encode(digest(&secret)),
+        secret_hash: digest_hex(&secret),
         name,
         author,
         requested_permissions: permissions,
@@ -320,7 +320,7 @@ pub async fn reset_secret(app: &App, req: &ApiRequest, id: &str) -> Reply {
         return r;
     }
     let secret = new_secret();
-    let hash = hex::encode(digest(&secret));
+    let hash = digest_hex(&secret);
     match app
         .store
         .modify_client(id, &|c| c.secret_hash = hash.clone())

@@ -4,7 +4,7 @@
 use crate::app::{ApiRequest, App};
 use crate::gate::credentials::{basic_credentials, Authorization};
 use crate::reply::Reply;
-use crate::store::{digest, digests_match, ClientRecord};
+use crate::store::{digest, digest_from_hex, digests_match, ClientRecord};
 
 /// How errors are answered: Tachi's statuses for its JSON integrators,
 /// RFC 6749's for form bodies and whenever HTTP Basic was used (SPEC §4).
@@ -174,9 +174,7 @@ pub async fn authenticate(
             "This client does not exist.",
         ));
     };
-    let stored = hex::decode(&client.secret_hash)
-        .ok()
-        .and_then(|h| <[u8; 32]>::try_from(h).ok());
+    let stored = digest_from_hex(&client.secret_hash);
     if !stored.is_some_and(|h| digests_match(&h, &digest(&secret))) {
         return Err(refuse(Failure::WrongSecret, "Invalid secret."));
     }

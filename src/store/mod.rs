@@ -32,6 +32,16 @@ pub fn digest(secret: &str) -> Digest {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// The digest of `secret` as stored in a record (hex), e.g. a client's secret hash.
+pub fn digest_hex(secret: &str) -> String {
+    hex::encode(digest(secret))
+}
+
+/// A digest back from its stored hex form; `None` unless exactly 32 bytes of hex.
+pub fn digest_from_hex(hex_text: &str) -> Option<Digest> {
+    hex::decode(hex_text).ok()?.try_into().ok()
+}
+
 /// Compares two digests in constant time, so response timing says nothing
 /// about how much of a guessed secret was right.
 pub fn digests_match(a: &Digest, b: &Digest) -> bool {

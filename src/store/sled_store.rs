@@ -757,13 +757,13 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{digest, random_hex};
+    use crate::store::{digest, digest_hex, random_hex};
     use std::sync::Arc;
 
     fn client(id: &str, author: u64) -> ClientRecord {
         ClientRecord {
             client_id: id.into(),
-            secret_hash: hex::encode(digest("secret")),
+            secret_hash: digest_hex("secret"),
             name: "App".into(),
             author,
             requested_permissions: vec!["submit_score".into()],
