@@ -177,6 +177,24 @@ impl Doc<'_> {
     }
 }
 
+/// Runs `f` on each document of `text` (a JSON object, Extended JSON made
+/// plain), stopping at the first error.
+fn each_doc<T>(
+    text: &str,
+    mut f: impl FnMut(&Doc<'_>) -> Result<T, ImportError>,
+) -> Result<Vec<T>, ImportError> {
+    documents(text)?
+        .into_iter()
+        .map(|(line, v)| {
+            let v = plain(v);
+            f(&Doc {
+                line,
+                map: object(line, &v)?,
+            })
+        })
+        .collect()
+}
+
 fn object(line: usize, v: &Value) -> Result<&Map<String, Value>, ImportError> {
     v.as_object()
         .map_or_else(|| error(line, "expected a JSON object"), Ok)
@@ -190,13 +208,8 @@ pub fn valid_client_id(id: &str) -> bool {
 
 /// Tachi `api-clients` documents as client records (secrets hashed here).
 pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, ImportError> {
-    let mut out = Vec::new();
-    for (line, v) in documents(text)? {
-        let v = plain(v);
-        let d = Doc {
-            line,
-            map: object(line, &v)?,
-        };
+    each_doc(text, |d| {
+        let line = d.line;
         let Some(Value::Array(perms)) = d.map.get("requestedPermissions") else {
             return error(line, "requestedPermissions: expected an array");
         };
@@ -217,7 +230,7 @@ pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, Import
                 "clientID: expected 1 to 128 printable characters without '/'",
             );
         }
-        out.push(ClientRecord {
+        Ok(ClientRecord {
             client_id,
             secret_hash: digest_hex(&d.string("clientSecret")?),
             name: d.string("name")?,
@@ -228,20 +241,14 @@ pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, Import
             api_key_template: d.optional_string("apiKeyTemplate")?,
             api_key_filename: d.optional_string("apiKeyFilename")?,
             created_on: d.created_on(),
-        });
-    }
-    Ok(out)
+        })
+    })
 }
 
 /// Tachi `api-tokens` documents as keys (hashed here), each with a new token ID.
 pub fn keys(text: &str, known: &[String]) -> Result<Vec<(Digest, KeyRecord)>, ImportError> {
-    let mut out = Vec::new();
-    for (line, v) in documents(text)? {
-        let v = plain(v);
-        let d = Doc {
-            line,
-            map: object(line, &v)?,
-        };
+    each_doc(text, |d| {
+        let line = d.line;
         let mut permissions = Vec::new();
         match d.map.get("permissions") {
             Some(Value::Object(m)) => {
@@ -264,7 +271,7 @@ pub fn keys(text: &str, known: &[String]) -> Result<Vec<(Digest, KeyRecord)>, Im
         permissions.sort();
         permissions.dedup();
         let token = d.string("token")?;
-        out.push((
+        Ok((
             digest(&token),
             KeyRecord {
                 token_id: random_hex(12),
@@ -279,9 +286,8 @@ pub fn keys(text: &str, known: &[String]) -> Result<Vec<(Digest, KeyRecord)>, Im
                 },
                 created_on: d.created_on(),
             },
-        ));
-    }
-    Ok(out)
+        ))
+    })
 }
 
 #[cfg(test)]
