@@ -30,7 +30,7 @@ impl BodyError {
         Reply::failure(self.status(), self.describe())
     }
 
-    pub fn status(&self) -> u16 {
+    fn status(&self) -> u16 {
         match self {
             BodyError::TooLarge => 413,
             BodyError::Timeout => 408,

@@ -286,16 +286,6 @@ pub const MAX_TTL_SECS: u64 = 24 * 60 * 60;
 pub const DEFAULT_CONFIG_PATH: &str = "conf/tachi-gate.toml";
 
 impl Config {
-    /// The built-in defaults (SPEC §1), exactly as an empty file gives them.
-    pub fn defaults() -> Config {
-        match Config::from_toml("", &Overrides::default(), None) {
-            Ok(c) => c,
-            // The empty document is valid by construction; a failure here is a bug in
-            // this module, caught by its unit tests.
-            Err(e) => unreachable!("built-in defaults are invalid: {e}"),
-        }
-    }
-
     /// Loads `path` if given (it must exist), else [`DEFAULT_CONFIG_PATH`] if it
     /// exists, else the built-in defaults; then applies `overrides`.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
@@ -732,7 +722,7 @@ mod tests {
 
     #[test]
     fn client_timeouts_have_defaults_and_bounds() {
-        let defaults = Config::defaults();
+        let defaults = parse("").unwrap();
         assert_eq!(defaults.header_timeout, Duration::from_secs(10));
         assert_eq!(defaults.body_timeout, Duration::from_secs(60));
         let c = parse("[server]\nheader_timeout_ms = 1500\nbody_timeout_ms = 2500").unwrap();
