@@ -148,7 +148,7 @@ pub async fn create(app: &App, req: &ApiRequest) -> Reply {
 }
 
 /// The fields a new client is made from.
-pub const CLIENT_FIELDS: [&str; 6] = [
+const CLIENT_FIELDS: [&str; 6] = [
     "name",
     "redirectUri",
     "webhookUri",
@@ -158,17 +158,18 @@ pub const CLIENT_FIELDS: [&str; 6] = [
 ];
 
 fn build_client(app: &App, req: &ApiRequest, author: u64) -> Result<(ClientRecord, String), Reply> {
-    let map = params(req, &CLIENT_FIELDS)?;
+    let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
     new_client(&map, &app.config.oauth.permissions, author)
 }
 
-/// Validates a new client with Tachi's rules and makes its ID and secret.
-/// Fields outside [`CLIENT_FIELDS`] are the caller's to refuse.
+/// Validates a new client with Tachi's rules (no fields outside
+/// [`CLIENT_FIELDS`]) and makes its ID and secret.
 pub fn new_client(
     map: &Map<String, Value>,
     known: &[String],
     author: u64,
 ) -> Result<(ClientRecord, String), Reply> {
+    only_fields(map, &CLIENT_FIELDS)?;
     let name = match map.get("name") {
         Some(Value::String(s)) => {
             check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;

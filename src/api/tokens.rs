@@ -62,9 +62,13 @@ pub enum KeyRequest {
     },
 }
 
-/// Validates `{clientID}` or `{permissions, identifier}`, not both. Other
-/// fields are the caller's to refuse.
+/// The fields a key creation may send.
+const KEY_FIELDS: [&str; 3] = ["clientID", "permissions", "identifier"];
+
+/// Validates `{clientID}` or `{permissions, identifier}`, not both, and no
+/// other fields.
 pub fn key_request(map: &Map<String, Value>, known: &[String]) -> Result<KeyRequest, Reply> {
+    only_fields(map, &KEY_FIELDS)?;
     let custom = map.contains_key("permissions") || map.contains_key("identifier");
     match (map.get("clientID"), custom) {
         (Some(_), true) => Err(Reply::failure(
@@ -145,10 +149,7 @@ pub async fn create(app: &App, req: &ApiRequest, user_param: &str) -> Reply {
     };
     let request = body::object(req.content_type(), &req.body)
         .map_err(|e| e.reply())
-        .and_then(|(_, map)| {
-            only_fields(&map, &["clientID", "permissions", "identifier"])?;
-            key_request(&map, &app.config.oauth.permissions)
-        });
+        .and_then(|(_, map)| key_request(&map, &app.config.oauth.permissions));
     match request {
         Ok(request) => create_key(app, user, request, "api-tokens").await,
         Err(r) => r,
