@@ -50,6 +50,21 @@ fn optional_string(
     }
 }
 
+/// A client's `name` when present: a string of 3 to 80 characters.
+fn name_field(map: &Map<String, Value>) -> Result<Option<String>, Reply> {
+    match map.get("name") {
+        None => Ok(None),
+        Some(Value::String(s)) => {
+            check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(Reply::failure(
+            400,
+            "Invalid name: expected a string of 3 to 80 characters.",
+        )),
+    }
+}
+
 fn check_name(s: &str) -> Result<(), String> {
     let n = s.chars().count();
     if (3..=80).contains(&n) {
@@ -170,17 +185,11 @@ pub fn new_client(
     author: u64,
 ) -> Result<(ClientRecord, String), Reply> {
     only_fields(map, &CLIENT_FIELDS)?;
-    let name = match map.get("name") {
-        Some(Value::String(s)) => {
-            check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
-            s.clone()
-        }
-        _ => {
-            return Err(Reply::failure(
-                400,
-                "Invalid name: expected a string of 3 to 80 characters.",
-            ))
-        }
+    let Some(name) = name_field(map)? else {
+        return Err(Reply::failure(
+            400,
+            "Invalid name: expected a string of 3 to 80 characters.",
+        ));
     };
     let redirect_uri = optional_string(map, "redirectUri", check_url)?.flatten();
     let webhook_uri = optional_string(map, "webhookUri", check_url)?.flatten();
@@ -264,19 +273,7 @@ impl ClientPatch {
                 "redirectUri",
             ],
         )?;
-        let name = match map.get("name") {
-            None => None,
-            Some(Value::String(s)) => {
-                check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err(Reply::failure(
-                    400,
-                    "Invalid name: expected a string of 3 to 80 characters.",
-                ))
-            }
-        };
+        let name = name_field(&map)?;
         Ok(ClientPatch {
             name,
             api_key_template: optional_string(&map, "apiKeyTemplate", check_template)?,
