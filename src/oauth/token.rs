@@ -178,15 +178,21 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         .await?
     {
         Redeem::Issued => {}
-        // Spent (or expired) between the read above and the exchange: answer
-        // exactly as if the read had already seen it spent.
+        // Spent (or expired) between the read above and the exchange, or the
+        // client was deleted meanwhile: answer exactly as if the reads above
+        // had already seen it so.
         Redeem::Lost => {
-            return Err(match app.store.code(&code_hash).await? {
-                Some(now_spent) if now_spent.redeemed.is_some() => {
-                    replayed(app, &code_hash, &now_spent, &client).await
-                }
-                _ => refuse(Failure::BadCode, "This code does not exist."),
-            })
+            let now_spent = app.store.code(&code_hash).await?;
+            if let Some(spent) = now_spent.filter(|c| c.redeemed.is_some()) {
+                return Err(replayed(app, &code_hash, &spent, &client).await);
+            }
+            if app.store.client(&client.client_id).await?.is_none() {
+                return Err(refuse(
+                    Failure::UnknownClient,
+                    "This client does not exist.",
+                ));
+            }
+            return Err(refuse(Failure::BadCode, "This code does not exist."));
         }
     }
     telemetry::key_issued(&minted.record, "token exchange");
