@@ -42,7 +42,8 @@ fn client() -> ClientRecord {
     }
 }
 
-async fn exchanges_per_second(concurrency: usize, per_task: usize) -> f64 {
+/// Exchanges per second, and how many exchanges shared each flush.
+async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
     store.insert_client(&client(), 10).await.unwrap();
@@ -68,6 +69,7 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> f64 {
     }
     while setup.join_next().await.is_some() {}
 
+    let flushes_before = store.flush_count();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..concurrency {
@@ -90,7 +92,9 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> f64 {
         });
     }
     while tasks.join_next().await.is_some() {}
-    total as f64 / started.elapsed().as_secs_f64()
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let flushes = (store.flush_count() - flushes_before).max(1);
+    (rate, total as f64 / flushes as f64)
 }
 
 fn main() {
@@ -103,16 +107,19 @@ fn main() {
     let fsync = serial_fsync_rate(dir.path(), Duration::from_secs(3));
     println!("serial fsync rate: {fsync:.0}/s");
     println!(
-        "{:>12} {:>16} {:>14}",
-        "concurrency", "exchanges/s", "× fsync rate"
+        "{:>12} {:>16} {:>14} {:>20}",
+        "concurrency", "exchanges/s", "× fsync rate", "exchanges per flush"
     );
-    for (concurrency, per_task) in [(1, 400), (8, 150), (32, 60)] {
-        // Median of three runs.
-        let mut runs: Vec<f64> = (0..3)
+    for (concurrency, per_task) in [(1, 1000), (8, 500), (32, 250)] {
+        // The median of three runs, by rate.
+        let mut runs: Vec<(f64, f64)> = (0..3)
             .map(|_| rt.block_on(exchanges_per_second(concurrency, per_task)))
             .collect();
-        runs.sort_by(|a, b| a.total_cmp(b));
-        let rate = runs[1];
-        println!("{concurrency:>12} {rate:>16.0} {:>14.2}", rate / fsync);
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rate, per_flush) = runs[1];
+        println!(
+            "{concurrency:>12} {rate:>16.0} {:>14.2} {per_flush:>20.1}",
+            rate / fsync
+        );
     }
 }

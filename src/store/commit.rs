@@ -29,6 +29,10 @@ struct Shared {
     wake: Condvar,
 }
 
+/// A place in the flush queue, from [`GroupCommit::ticket`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
 /// Shares flushes between concurrent writers of one sled database.
 pub struct GroupCommit {
     shared: Arc<Shared>,
@@ -59,15 +63,14 @@ impl GroupCommit {
 
     /// Returns once everything this task wrote before calling is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let result = self.wait_durable().await;
-        crate::telemetry::STORE
-            .with_label_values(&["commit"])
-            .observe(started.elapsed().as_secs_f64());
-        result
+        let ticket = self.ticket()?;
+        self.wait(ticket).await
     }
 
-    async fn wait_durable(&self) -> Result<(), StoreError> {
+    /// Marks everything written so far as due for a flush; [`Self::wait`] on
+    /// the ticket returns once it is on disk. Taking the ticket and waiting
+    /// are separate so that a writer thread can hand its waiting to callers.
+    pub fn ticket(&self) -> Result<Ticket, StoreError> {
         let ticket = {
             let mut q = self
                 .shared
@@ -81,16 +84,28 @@ impl GroupCommit {
             q.0
         };
         self.shared.wake.notify_one();
+        Ok(Ticket(ticket))
+    }
+
+    /// Waits until a flush that started after `ticket` was taken has finished.
+    pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let mut rx = self.progress.clone();
-        let p = rx
-            .wait_for(|p| p.done >= ticket || p.failed >= ticket)
+        let result = rx
+            .wait_for(|p| p.done >= ticket.0 || p.failed >= ticket.0)
             .await
-            .map_err(|_| StoreError("the flusher has stopped".into()))?;
-        if p.done >= ticket {
-            Ok(())
-        } else {
-            Err(StoreError("flushing the store to disk failed".into()))
-        }
+            .map_err(|_| StoreError("the flusher has stopped".into()))
+            .and_then(|p| {
+                if p.done >= ticket.0 {
+                    Ok(())
+                } else {
+                    Err(StoreError("flushing the store to disk failed".into()))
+                }
+            });
+        crate::telemetry::STORE
+            .with_label_values(&["commit"])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Whether the last flush succeeded (a failed one means writes cannot be

@@ -9,6 +9,7 @@
 //! store useless, and lookups stay a single B-tree probe. Every mutating method
 //! returns only once its change is durable on disk.
 
+mod batch;
 mod commit;
 mod records;
 mod sled_store;

@@ -20,7 +20,10 @@
 //! every multi-tree change is one small sled transaction, so a crash never
 //! leaves an index and its record disagreeing.
 
+mod exchange;
+
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -32,7 +35,7 @@ use sled::Transactional;
 
 use super::{
     ClientChange, ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, ImportCounts,
-    KeyInsert, KeyRecord, Redeem, Redemption, Store, StoreError,
+    KeyInsert, KeyRecord, Redeem, Store, StoreError,
 };
 
 /// How long a spent code is remembered after its exchange, so that a replay
@@ -50,13 +53,16 @@ pub struct SledStore {
     key_ids: sled::Tree,
     keys_by_client: sled::Tree,
     keys_by_user: sled::Tree,
-    commit: GroupCommit,
+    /// Token exchanges, applied in batches by their own writer thread.
+    /// Declared before `commit` so that it drains before the flusher stops.
+    exchanges: exchange::Exchanges,
+    commit: Arc<GroupCommit>,
     /// Serialises creations checked against existing records (the client cap,
     /// one key per client), so the checks hold under concurrency.
     creation: tokio::sync::Mutex<()>,
     /// Key creation holds it shared, client deletion exclusively: a key can then
     /// never be minted for a client between the scan of its keys and its removal.
-    client_keys: tokio::sync::RwLock<()>,
+    client_keys: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// The ways opening a store fails, each worded for the operator.
@@ -98,21 +104,42 @@ impl SledStore {
         };
         let db_file = std::fs::File::open(path.join("db"))
             .map_err(|e| OpenError(format!("cannot open the store log in {shown}: {e}")))?;
-        let commit = GroupCommit::start(db.clone(), db_file)
-            .map_err(|e| OpenError(format!("cannot start the store flusher: {e}")))?;
+        let commit = Arc::new(
+            GroupCommit::start(db.clone(), db_file)
+                .map_err(|e| OpenError(format!("cannot start the store flusher: {e}")))?,
+        );
+        let client_keys = Arc::new(tokio::sync::RwLock::new(()));
+        let (clients, codes, code_purge) = (tree("clients")?, tree("codes")?, tree("code_purge")?);
+        let (keys, key_ids) = (tree("keys")?, tree("key_ids")?);
+        let (keys_by_client, keys_by_user) = (tree("keys_by_client")?, tree("keys_by_user")?);
+        let exchanges = exchange::start(
+            exchange::ExchangeTrees {
+                clients: clients.clone(),
+                codes: codes.clone(),
+                code_purge: code_purge.clone(),
+                keys: keys.clone(),
+                key_ids: key_ids.clone(),
+                keys_by_client: keys_by_client.clone(),
+                keys_by_user: keys_by_user.clone(),
+            },
+            client_keys.clone(),
+            commit.clone(),
+        )
+        .map_err(|e| OpenError(format!("cannot start the store writer: {e}")))?;
         Ok(SledStore {
-            clients: tree("clients")?,
+            clients,
             clients_by_user: tree("clients_by_user")?,
-            codes: tree("codes")?,
-            code_purge: tree("code_purge")?,
-            keys: tree("keys")?,
-            key_ids: tree("key_ids")?,
-            keys_by_client: tree("keys_by_client")?,
-            keys_by_user: tree("keys_by_user")?,
+            codes,
+            code_purge,
+            keys,
+            key_ids,
+            keys_by_client,
+            keys_by_user,
             db,
+            exchanges,
             commit,
             creation: tokio::sync::Mutex::new(()),
-            client_keys: tokio::sync::RwLock::new(()),
+            client_keys,
         })
     }
 
@@ -452,55 +479,17 @@ impl Store for SledStore {
         record: &KeyRecord,
         now_ms: u64,
     ) -> Result<Redeem, StoreError> {
-        let client_id = record.from_client.clone().unwrap_or_default();
-        let outcome = {
-            let _shared = self.client_keys.read().await;
-            tx_result(
-                (
-                    &self.clients,
-                    &self.codes,
-                    &self.code_purge,
-                    &self.keys,
-                    &self.key_ids,
-                    &self.keys_by_client,
-                    &self.keys_by_user,
-                )
-                    .transaction(
-                        |(clients, codes, purge, keys, key_ids, by_client, by_user)| {
-                            let Some(bytes) = codes.get(&code[..])? else {
-                                return Ok(Redeem::Lost);
-                            };
-                            let mut code_record: CodeRecord = tx_decode(&bytes)?;
-                            if !code_record.is_fresh(now_ms)
-                                || live(clients.get(client_id.as_bytes())?).is_none()
-                            {
-                                return Ok(Redeem::Lost);
-                            }
-                            purge
-                                .remove(purge_key(code_record.expires_at, code))
-                                .map_err(unabortable)?;
-                            let purge_at = now_ms + SPENT_CODE_RETENTION_MS;
-                            purge.insert(purge_key(purge_at, code), &[][..])?;
-                            code_record.redeemed = Some(Redemption {
-                                key_hash: hex::encode(key),
-                                client_id: client_id.clone(),
-                                at: now_ms,
-                            });
-                            codes.insert(&code[..], tx_encode(&code_record)?)?;
-                            KeyTrees {
-                                keys,
-                                key_ids,
-                                keys_by_client: by_client,
-                                keys_by_user: by_user,
-                            }
-                            .insert(key, record)?;
-                            Ok(Redeem::Issued)
-                        },
-                    ),
-            )?
-        };
-        if outcome == Redeem::Issued {
-            self.commit.durable().await?;
+        let (outcome, ticket) = self
+            .exchanges
+            .submit(exchange::Exchange {
+                code: *code,
+                key: *key,
+                record: record.clone(),
+                now_ms,
+            })
+            .await??;
+        if let Some(ticket) = ticket {
+            self.commit.wait(ticket).await?;
         }
         Ok(outcome)
     }
@@ -748,6 +737,7 @@ impl Store for SledStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        self.exchanges.stop();
         self.commit.stop();
         self.db.flush()?;
         Ok(())

@@ -1,0 +1,207 @@
+//! Batched writes: one writer thread applies queued requests together.
+//!
+//! A sled transaction takes sled's global write lock and seals its IO buffer
+//! twice (sled 0.34, `PageCache::pin_log`), so transactions run one at a time
+//! and each costs on the order of 100 µs of waiting however little it writes.
+//! With one transaction per token exchange, concurrent exchanges queued on
+//! that lock and durable issuance stayed below the disk's own sync rate.
+//!
+//! A [`Batcher`] owns one thread. Requests that arrive while it is applying a
+//! batch wait in its queue, and the next batch takes all of them (up to a
+//! bound) so that the caller's `apply` can write them in one transaction.
+//! Every request still gets its own answer. The thread also keeps sled's
+//! blocking calls off the async workers that serve traffic.
+
+use std::sync::{mpsc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// One queued request and where its answer goes.
+struct Job<R, O> {
+    request: R,
+    reply: oneshot::Sender<Result<O, StoreError>>,
+}
+
+/// Applies requests of type `R` in batches on its own thread, answering each with an `O`.
+pub struct Batcher<R, O> {
+    queue: Mutex<Option<mpsc::Sender<Job<R, O>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<R: Send + 'static, O: Send + 'static> Batcher<R, O> {
+    /// Starts the writer thread. `apply` gets each batch in arrival order,
+    /// at most `max_batch` long, and returns one answer per request, or one
+    /// error for the whole batch (which every request in it then receives).
+    pub fn start<F>(name: &str, max_batch: usize, mut apply: F) -> std::io::Result<Batcher<R, O>>
+    where
+        F: FnMut(&[R]) -> Result<Vec<O>, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Job<R, O>>();
+        let max_batch = max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                // Ends when the last sender is gone and the queue is drained.
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (requests, replies): (Vec<R>, Vec<_>) =
+                        jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+                    answer(replies, apply(&requests));
+                }
+            })?;
+        Ok(Batcher {
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Queues `request` and waits for its answer.
+    pub async fn submit(&self, request: R) -> Result<O, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let queue = self
+                .queue
+                .lock()
+                .map_err(|_| StoreError("the store writer's queue is poisoned".into()))?;
+            let Some(queue) = queue.as_ref() else {
+                return Err(StoreError("the store is closing".into()));
+            };
+            queue
+                .send(Job { request, reply })
+                .map_err(|_| StoreError("the store writer has stopped".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError("the store writer has stopped".into()))?
+    }
+
+    /// Applies what is queued, then stops the writer thread; later submits fail.
+    pub fn stop(&self) {
+        shut(&self.queue, &self.writer);
+    }
+}
+
+impl<R, O> Drop for Batcher<R, O> {
+    fn drop(&mut self) {
+        shut(&self.queue, &self.writer);
+    }
+}
+
+/// Closes the queue and waits for the writer to drain it.
+fn shut<T>(queue: &Mutex<Option<mpsc::Sender<T>>>, writer: &Mutex<Option<JoinHandle<()>>>) {
+    if let Ok(mut queue) = queue.lock() {
+        queue.take();
+    }
+    let writer = writer.lock().ok().and_then(|mut w| w.take());
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+}
+
+/// Sends each request its answer; a request whose caller gave up is skipped.
+fn answer<O>(
+    replies: Vec<oneshot::Sender<Result<O, StoreError>>>,
+    outcome: Result<Vec<O>, StoreError>,
+) {
+    match outcome {
+        Ok(answers) => {
+            let given = answers.len();
+            let mut answers = answers.into_iter();
+            for reply in replies {
+                let one = answers.next().ok_or_else(|| {
+                    StoreError(format!(
+                        "the store writer answered {given} requests of a batch"
+                    ))
+                });
+                let _ = reply.send(one);
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError(e.0.clone())));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::sync::{Arc, Barrier};
+    use std::task::{Context, Waker};
+
+    #[tokio::test]
+    async fn each_request_gets_its_own_answer() {
+        let b = Batcher::start("test-writer", 8, |rs: &[u32]| {
+            Ok(rs.iter().map(|r| r * 2).collect())
+        })
+        .unwrap();
+        assert_eq!(b.submit(3).await.unwrap(), 6);
+        assert_eq!(b.submit(5).await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn requests_queued_while_a_batch_runs_form_the_next_batch() {
+        // The first batch signals that it has started, then holds the writer
+        // until every other request is queued.
+        let (entered_tx, entered) = mpsc::channel();
+        let release = Arc::new(Barrier::new(2));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (r, s) = (release.clone(), sizes.clone());
+        let b = Batcher::start("test-writer", 64, move |rs: &[u32]| {
+            if rs == [0] {
+                entered_tx.send(()).unwrap();
+                r.wait();
+            }
+            s.lock().unwrap().push(rs.len());
+            Ok(rs.to_vec())
+        })
+        .unwrap();
+        // One poll of a submit queues its request.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = Box::pin(b.submit(0));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        entered.recv().unwrap();
+        let mut rest: Vec<_> = (1..=20).map(|i| Box::pin(b.submit(i))).collect();
+        for f in &mut rest {
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        release.wait();
+        assert_eq!(first.await.unwrap(), 0);
+        for (i, f) in rest.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap(), i as u32 + 1);
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 20]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_request_and_a_short_answer_fails_the_rest() {
+        let b = Batcher::start("test-writer", 8, |rs: &[u32]| {
+            if rs[0] == 0 {
+                Err(StoreError("disk gone".into()))
+            } else {
+                Ok(Vec::<u32>::new())
+            }
+        })
+        .unwrap();
+        assert!(b.submit(0).await.unwrap_err().0.contains("disk gone"));
+        assert!(b.submit(1).await.unwrap_err().0.contains("answered 0"));
+    }
+
+    #[tokio::test]
+    async fn after_stop_requests_are_refused() {
+        let b = Batcher::start("test-writer", 8, |rs: &[u32]| Ok(rs.to_vec())).unwrap();
+        b.stop();
+        assert!(b.submit(1).await.unwrap_err().0.contains("closing"));
+    }
+}
