@@ -12,19 +12,28 @@ use tachi_gate::gate::{identity_headers, policy, Identity};
 use tachi_gate::oauth::token::TokenParams;
 use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
 
-/// A store holding `n` keys; returns it with one of its keys.
-fn store_with(n: usize, rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, SledStore, String) {
+/// How many different stored keys the store-read benchmark cycles through.
+const PROBES: usize = 1000;
+
+/// A store holding `n` keys and keeping `cached` decoded records in memory;
+/// returns it with `PROBES` of its keys, spread evenly over the key space.
+fn store_with(
+    n: usize,
+    cached: usize,
+    rt: &tokio::runtime::Runtime,
+) -> (tempfile::TempDir, SledStore, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    let store = SledStore::open_with_key_cache(&dir.path().join("store"), cached).unwrap();
     let started = Instant::now();
     let perms = vec!["submit_score".to_string(), "customise_profile".to_string()];
-    let mut probe = String::new();
+    let mut probes = Vec::new();
+    let every = (n / PROBES).max(1);
     for chunk in 0..n.div_ceil(10_000) {
         let batch: Vec<_> = (chunk * 10_000..((chunk + 1) * 10_000).min(n))
             .map(|i| {
                 let key = format!("{i:040x}");
-                if i == n / 2 {
-                    probe = key.clone();
+                if i % every == 0 && probes.len() < PROBES {
+                    probes.push(key.clone());
                 }
                 (
                     digest(&key),
@@ -35,28 +44,44 @@ fn store_with(n: usize, rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, Sle
         rt.block_on(store.import(&[], &batch)).unwrap();
     }
     eprintln!("stored {n} keys in {:?}", started.elapsed());
-    (dir, store, probe)
+    (dir, store, probes)
 }
 
+/// The key check as a request with a key runs it: hash, look up, identity
+/// headers. `key_check/cached` presents one key again and again, as a busy
+/// client does (its record is then held in memory); `key_check/store` keeps
+/// no records in memory and cycles through keys spread over the whole store,
+/// so each check is a sled read and a record decode.
 fn key_check(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("key_check");
-    for n in [1_000usize, 100_000, 1_000_000] {
-        let (_dir, store, key) = store_with(n, &rt);
-        group.bench_with_input(BenchmarkId::from_parameter(n), &key, |b, key| {
-            b.iter(|| {
-                let record = rt
-                    .block_on(store.key(&digest(black_box(key))))
-                    .unwrap()
-                    .unwrap();
-                black_box(identity_headers(&Identity::Key(record)))
-            })
-        });
+    let check = |store: &SledStore, key: &str| {
+        let record = rt
+            .block_on(store.key(&digest(black_box(key))))
+            .unwrap()
+            .unwrap();
+        black_box(identity_headers(&Identity::Key(record)))
+    };
+    for (group_name, cached) in [("key_check/cached", 65_536), ("key_check/store", 0)] {
+        let mut group = c.benchmark_group(group_name);
+        for n in [1_000usize, 100_000, 1_000_000] {
+            let (_dir, store, probes) = store_with(n, cached, &rt);
+            group.bench_with_input(BenchmarkId::from_parameter(n), &probes, |b, probes| {
+                let mut next = probes.iter().cycle();
+                b.iter(|| {
+                    let key = if cached > 0 {
+                        &probes[0]
+                    } else {
+                        next.next().unwrap()
+                    };
+                    check(&store, key)
+                })
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 fn policy_match(c: &mut Criterion) {

@@ -11,6 +11,7 @@
 
 mod batch;
 mod commit;
+mod key_cache;
 mod records;
 mod sled_store;
 

@@ -33,6 +33,7 @@ use sled::transaction::{
 };
 use sled::Transactional;
 
+use super::key_cache::KeyCache;
 use super::{
     ClientChange, ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, ImportCounts,
     KeyInsert, KeyRecord, Redeem, Store, StoreError,
@@ -41,6 +42,9 @@ use super::{
 /// How long a spent code is remembered after its exchange, so that a replay
 /// within that time still revokes the key it produced.
 pub const SPENT_CODE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How many decoded key records are kept in memory (a few hundred bytes each).
+const KEY_CACHE_ENTRIES: usize = 65_536;
 
 /// The sled-backed store. One process may hold it at a time.
 pub struct SledStore {
@@ -53,6 +57,8 @@ pub struct SledStore {
     key_ids: sled::Tree,
     keys_by_client: sled::Tree,
     keys_by_user: sled::Tree,
+    /// Live key records recently read; emptied whenever keys are removed.
+    key_cache: KeyCache,
     /// Token exchanges, applied in batches by their own writer thread.
     /// Declared before `commit` so that it drains before the flusher stops.
     exchanges: exchange::Exchanges,
@@ -87,6 +93,12 @@ impl OpenError {
 impl SledStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<SledStore, OpenError> {
+        SledStore::open_with_key_cache(path, KEY_CACHE_ENTRIES)
+    }
+
+    /// [`SledStore::open`], keeping at most `entries` decoded key records in
+    /// memory (0: none, every key check reads the store).
+    pub fn open_with_key_cache(path: &Path, entries: usize) -> Result<SledStore, OpenError> {
         let shown = path.display();
         std::fs::create_dir_all(path)
             .map_err(|e| OpenError(format!("cannot create the store directory {shown}: {e}")))?;
@@ -136,6 +148,7 @@ impl SledStore {
             keys_by_client,
             keys_by_user,
             db,
+            key_cache: KeyCache::new(entries),
             exchanges,
             commit,
             creation: tokio::sync::Mutex::new(()),
@@ -150,7 +163,7 @@ impl SledStore {
 
     /// Removes keys by digest in one transaction; how many existed.
     fn remove_keys(&self, hashes: &[Vec<u8>]) -> Result<usize, StoreError> {
-        tx_result(
+        let removed = tx_result(
             (
                 &self.keys,
                 &self.key_ids,
@@ -166,7 +179,10 @@ impl SledStore {
                     };
                     trees.remove_all(hashes)
                 }),
-        )
+        );
+        // Whatever the outcome, some keys may be gone now.
+        self.key_cache.invalidate();
+        removed
     }
 
     /// How many flushes the group commit has run (to observe batching).
@@ -417,7 +433,7 @@ impl Store for SledStore {
                 let (k, _) = entry?;
                 hashes.push(k[prefix.len()..].to_vec());
             }
-            tx_result(
+            let outcome = tx_result(
                 (
                     &self.clients,
                     &self.clients_by_user,
@@ -445,7 +461,9 @@ impl Store for SledStore {
                             Ok(Some(trees.remove_all(&hashes)?))
                         },
                     ),
-            )?
+            );
+            self.key_cache.invalidate();
+            outcome?
         };
         if removed.is_some() {
             self.commit.durable().await?;
@@ -534,12 +552,19 @@ impl Store for SledStore {
     }
 
     async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
+        if let Some(hit) = self.key_cache.get(key) {
+            return Ok(Some(KeyRecord::clone(&hit)));
+        }
         let started = std::time::Instant::now();
-        let found = match live(self.keys.get(key)?) {
+        let seen = self.key_cache.generation();
+        let found: Option<KeyRecord> = match live(self.keys.get(key)?) {
             Some(bytes) => Some(decode(&bytes)?),
             None => None,
         };
         crate::telemetry::STORE_KEY_READ.observe(started.elapsed().as_secs_f64());
+        if let Some(record) = &found {
+            self.key_cache.fill(seen, *key, Arc::new(record.clone()));
+        }
         Ok(found)
     }
 
@@ -975,6 +1000,54 @@ mod tests {
             .unwrap();
         assert_eq!((after.author, after.client_id.as_str()), (1, "CI1"));
         assert!(s.modify_client("CInope", &|_| {}).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_key_read_before_it_is_removed_is_not_served_after() {
+        let (_d, s) = open();
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        let minted = |i: u32| {
+            let k = digest(&format!("k{i}"));
+            let mut r = key("CI1");
+            r.user_id = if i == 2 { 7 } else { 1 };
+            (k, r)
+        };
+        let mut keys = Vec::new();
+        for i in 0..4 {
+            let c = digest(&format!("c{i}"));
+            s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+            let (k, r) = minted(i);
+            assert_eq!(s.redeem_code(&c, &k, &r, 1).await.unwrap(), Redeem::Issued);
+            keys.push(k);
+        }
+        // Every way a key is removed, each after the key has just been read
+        // (and so is held in memory).
+        let removals: [(usize, &str); 4] = [
+            (0, "revoke_key"),
+            (1, "revoke_code_keys"),
+            (2, "revoke_user_keys"),
+            (3, "delete_client"),
+        ];
+        for (i, how) in removals {
+            for k in &keys[i..] {
+                assert!(
+                    s.key(k).await.unwrap().is_some(),
+                    "{how}: key {i} not live yet"
+                );
+            }
+            match how {
+                "revoke_key" => assert!(s.revoke_key(&keys[i]).await.unwrap().is_some()),
+                "revoke_code_keys" => {
+                    assert_eq!(s.revoke_code_keys(&digest("c1")).await.unwrap(), 1)
+                }
+                "revoke_user_keys" => assert_eq!(s.revoke_user_keys(7).await.unwrap(), 1),
+                _ => assert_eq!(s.delete_client("CI1").await.unwrap(), Some(1)),
+            }
+            assert!(
+                s.key(&keys[i]).await.unwrap().is_none(),
+                "{how} left the key usable"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

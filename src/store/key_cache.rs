@@ -1,0 +1,137 @@
+//! Decoded key records kept in memory, so that a request with a key costs a
+//! hash lookup rather than a sled read and a JSON decode.
+//!
+//! Correctness under revocation: every change that removes a key calls
+//! [`KeyCache::invalidate`] after its transaction and before it answers. A
+//! reader that missed records the cache's generation *before* reading the
+//! store, and may only fill the cache if no invalidation happened since. So
+//! a record read just before a revocation committed can never be cached
+//! after it, and once a revocation has answered, no request sees the key.
+//!
+//! Only keys that exist are cached: they are digests of secrets an attacker
+//! does not hold, so a fast non-keyed hash is safe here.
+
+use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap;
+
+use super::{Digest, KeyRecord};
+
+/// Where [`KeyCache::generation`] was when a reader went to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation(u64);
+
+struct Inner {
+    generation: u64,
+    records: FxHashMap<Digest, Arc<KeyRecord>>,
+}
+
+/// A bounded map from key digest to its live record.
+pub struct KeyCache {
+    inner: RwLock<Inner>,
+    capacity: usize,
+}
+
+impl KeyCache {
+    /// A cache of at most `capacity` records. When full it starts again
+    /// empty: simple, bounded, and with many more active keys than that the
+    /// store is read as it would be without a cache.
+    pub fn new(capacity: usize) -> KeyCache {
+        KeyCache {
+            inner: RwLock::new(Inner {
+                generation: 0,
+                records: FxHashMap::default(),
+            }),
+            capacity,
+        }
+    }
+
+    /// The cached record for `key`.
+    pub fn get(&self, key: &Digest) -> Option<Arc<KeyRecord>> {
+        self.inner.read().ok()?.records.get(key).cloned()
+    }
+
+    /// Call before reading the store on a miss; pass the result to [`Self::fill`].
+    pub fn generation(&self) -> Generation {
+        Generation(self.inner.read().map(|i| i.generation).unwrap_or(u64::MAX))
+    }
+
+    /// Caches a record read from the store, unless a key was removed since
+    /// `seen` was taken (the record may then already be revoked).
+    pub fn fill(&self, seen: Generation, key: Digest, record: Arc<KeyRecord>) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        if inner.generation != seen.0 || self.capacity == 0 {
+            return;
+        }
+        if inner.records.len() >= self.capacity {
+            inner.records.clear();
+        }
+        inner.records.insert(key, record);
+    }
+
+    /// Forgets every record; call after any change that removes keys.
+    pub fn invalidate(&self) {
+        // A poisoned lock is recovered, not skipped: a missed invalidation
+        // would keep a revoked key working.
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.records.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(token_id: &str) -> Arc<KeyRecord> {
+        Arc::new(KeyRecord {
+            token_id: token_id.into(),
+            user_id: 1,
+            identifier: "x".into(),
+            permissions: vec![],
+            from_client: None,
+            created_on: 0,
+        })
+    }
+
+    #[test]
+    fn a_filled_record_is_served_until_invalidated() {
+        let c = KeyCache::new(10);
+        let g = c.generation();
+        c.fill(g, [1; 32], record("a"));
+        assert_eq!(c.get(&[1; 32]).unwrap().token_id, "a");
+        assert!(c.get(&[2; 32]).is_none());
+        c.invalidate();
+        assert!(c.get(&[1; 32]).is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_a_removal_is_not_cached() {
+        let c = KeyCache::new(10);
+        let seen = c.generation();
+        // A revocation commits and invalidates while the reader holds the old record.
+        c.invalidate();
+        c.fill(seen, [1; 32], record("stale"));
+        assert!(c.get(&[1; 32]).is_none());
+        // A read that starts afterwards may fill it.
+        let g = c.generation();
+        c.fill(g, [1; 32], record("fresh"));
+        assert_eq!(c.get(&[1; 32]).unwrap().token_id, "fresh");
+    }
+
+    #[test]
+    fn it_never_holds_more_than_its_capacity() {
+        let c = KeyCache::new(3);
+        for i in 0..10u8 {
+            c.fill(c.generation(), [i; 32], record("k"));
+        }
+        let held = (0..10u8).filter(|i| c.get(&[*i; 32]).is_some()).count();
+        assert!((1..=3).contains(&held), "{held}");
+        assert!(c.get(&[9; 32]).is_some(), "the newest record is kept");
+        let off = KeyCache::new(0);
+        off.fill(off.generation(), [1; 32], record("k"));
+        assert!(off.get(&[1; 32]).is_none());
+    }
+}
