@@ -790,7 +790,8 @@ mod tests {
         }
     }
 
-    fn code(expires_at: u64, client_id: Option<&str>) -> CodeRecord {
+    /// A fresh code of user 1 (also used by the exchange tests).
+    pub(super) fn code(expires_at: u64, client_id: Option<&str>) -> CodeRecord {
         CodeRecord {
             user_id: 1,
             created_on: 0,

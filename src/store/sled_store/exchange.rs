@@ -176,15 +176,7 @@ mod tests {
     }
 
     fn fresh_code() -> Vec<u8> {
-        let code = CodeRecord {
-            user_id: 1,
-            created_on: 0,
-            expires_at: u64::MAX,
-            client_id: None,
-            challenge: None,
-            redeemed: None,
-        };
-        encode(&code).unwrap()
+        encode(&super::super::tests::code(u64::MAX, None)).unwrap()
     }
 
     #[test]
