@@ -66,6 +66,12 @@ async fn metrics_move_as_requests_flow() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(missing.is_empty(), "did not move: {missing:?}");
+    // Of the four key checks, only the key's first and the unknown key read
+    // the store: the key's record is then held in memory, also for the
+    // revocation's own lookup.
+    let after = scrape(&gate, &base).await;
+    let key_reads = "tachi_gate_store_seconds_count{op=\"key_read\"}";
+    assert_eq!(sample(&after, key_reads) - sample(&before, key_reads), 2.0);
     // The public listener has no /metrics of its own: it goes upstream.
     let r: Value = gate.get("/metrics").await.json().await.unwrap();
     assert_eq!(r["echo"], true);
