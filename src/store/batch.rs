@@ -12,6 +12,7 @@
 //! Every request still gets its own answer. The thread also keeps sled's
 //! blocking calls off the async workers that serve traffic.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 
@@ -55,7 +56,12 @@ impl<R: Send + 'static, O: Send + 'static> Batcher<R, O> {
                     }
                     let (requests, replies): (Vec<R>, Vec<_>) =
                         jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-                    answer(replies, apply(&requests));
+                    // A panic fails its batch, not every later request.
+                    let outcome = panic::catch_unwind(AssertUnwindSafe(|| apply(&requests)))
+                        .unwrap_or_else(|_| {
+                            Err(StoreError("the store writer failed on this batch".into()))
+                        });
+                    answer(replies, outcome);
                 }
             })?;
         Ok(Batcher {
@@ -150,23 +156,34 @@ mod tests {
         assert_eq!(b.submit(5).await.unwrap(), 10);
     }
 
-    #[tokio::test]
-    async fn requests_queued_while_a_batch_runs_form_the_next_batch() {
-        // The first batch signals that it has started, then holds the writer
-        // until every other request is queued.
+    /// A batcher whose first batch (request 0 alone) holds the writer until
+    /// released; `then` applies every later batch.
+    fn held_batcher(
+        then: impl Fn(&[u32]) -> Result<Vec<u32>, StoreError> + Send + 'static,
+    ) -> (Batcher<u32, u32>, mpsc::Receiver<()>, Arc<Barrier>) {
         let (entered_tx, entered) = mpsc::channel();
         let release = Arc::new(Barrier::new(2));
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let (r, s) = (release.clone(), sizes.clone());
+        let r = release.clone();
         let b = Batcher::start("test-writer", 64, move |rs: &[u32]| {
             if rs == [0] {
                 entered_tx.send(()).unwrap();
                 r.wait();
+                return Ok(vec![0]);
             }
-            s.lock().unwrap().push(rs.len());
-            Ok(rs.to_vec())
+            then(rs)
         })
         .unwrap();
+        (b, entered, release)
+    }
+
+    #[tokio::test]
+    async fn requests_queued_while_a_batch_runs_form_the_next_batch() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let s = sizes.clone();
+        let (b, entered, release) = held_batcher(move |rs| {
+            s.lock().unwrap().push(rs.len());
+            Ok(rs.to_vec())
+        });
         // One poll of a submit queues its request.
         let mut cx = Context::from_waker(Waker::noop());
         let mut first = Box::pin(b.submit(0));
@@ -181,27 +198,69 @@ mod tests {
         for (i, f) in rest.into_iter().enumerate() {
             assert_eq!(f.await.unwrap(), i as u32 + 1);
         }
-        assert_eq!(*sizes.lock().unwrap(), vec![1, 20]);
+        assert_eq!(
+            *sizes.lock().unwrap(),
+            vec![20],
+            "the 20 queued formed one batch"
+        );
     }
 
     #[tokio::test]
-    async fn a_failed_batch_fails_each_request_and_a_short_answer_fails_the_rest() {
-        let b = Batcher::start("test-writer", 8, |rs: &[u32]| {
-            if rs[0] == 0 {
+    async fn a_failed_batch_fails_each_of_its_requests_and_a_short_answer_the_rest() {
+        let (b, entered, release) = held_batcher(|rs| {
+            if rs.len() > 1 {
                 Err(StoreError("disk gone".into()))
             } else {
-                Ok(Vec::<u32>::new())
+                Ok(Vec::new())
             }
-        })
-        .unwrap();
-        assert!(b.submit(0).await.unwrap_err().0.contains("disk gone"));
-        assert!(b.submit(1).await.unwrap_err().0.contains("answered 0"));
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = Box::pin(b.submit(0));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        entered.recv().unwrap();
+        let mut rest: Vec<_> = (1..=3).map(|i| Box::pin(b.submit(i))).collect();
+        for f in &mut rest {
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        release.wait();
+        assert_eq!(first.await.unwrap(), 0);
+        for f in rest {
+            assert!(f.await.unwrap_err().0.contains("disk gone"));
+        }
+        assert!(b.submit(9).await.unwrap_err().0.contains("answered 0"));
     }
 
     #[tokio::test]
-    async fn after_stop_requests_are_refused() {
-        let b = Batcher::start("test-writer", 8, |rs: &[u32]| Ok(rs.to_vec())).unwrap();
+    async fn a_panicking_batch_fails_alone_and_the_writer_goes_on() {
+        let b = Batcher::start("test-writer", 8, |rs: &[u32]| {
+            assert_ne!(rs[0], 13, "unlucky");
+            Ok(rs.to_vec())
+        })
+        .unwrap();
+        assert!(b.submit(13).await.unwrap_err().0.contains("failed"));
+        assert_eq!(b.submit(1).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn stop_answers_what_is_queued_then_refuses() {
+        let (b, entered, release) = held_batcher(|rs| Ok(rs.to_vec()));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut queued: Vec<_> = (0..=3).map(|i| Box::pin(b.submit(i))).collect();
+        assert!(queued[0].as_mut().poll(&mut cx).is_pending());
+        entered.recv().unwrap();
+        for f in &mut queued[1..] {
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        // The writer is held mid-batch while stop closes the queue.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            release.wait();
+        });
         b.stop();
+        releaser.join().unwrap();
+        for (i, f) in queued.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap(), i as u32);
+        }
         assert!(b.submit(1).await.unwrap_err().0.contains("closing"));
     }
 }

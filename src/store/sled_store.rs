@@ -28,9 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::key_cache::KeyCache;
@@ -59,8 +57,8 @@ pub struct SledStore {
     keys_by_user: sled::Tree,
     /// Live key records recently read; emptied whenever keys are removed.
     key_cache: KeyCache,
-    /// Token exchanges, applied in batches by their own writer thread.
-    /// Declared before `commit` so that it drains before the flusher stops.
+    /// Token exchanges, applied in batches by their own writer thread (which
+    /// holds the other handle on `commit`, so the flusher outlives it).
     exchanges: exchange::Exchanges,
     commit: Arc<GroupCommit>,
     /// Serialises creations checked against existing records (the client cap,
@@ -291,7 +289,10 @@ fn purge_key(at_ms: u64, code: &Digest) -> Vec<u8> {
     joined(&at_ms.to_be_bytes(), code)
 }
 
-/// The key trees as seen inside one transaction.
+/// The key trees as seen inside one transaction. A transaction that calls
+/// [`KeyTrees::remove`] must be followed by `key_cache.invalidate()`, success
+/// or not (as `remove_keys` and `delete_client` do), or a revoked key could
+/// still be served from memory.
 struct KeyTrees<'a> {
     keys: &'a TransactionalTree,
     key_ids: &'a TransactionalTree,
@@ -347,10 +348,6 @@ impl KeyTrees<'_> {
         }
         Ok(n)
     }
-}
-
-fn unabortable(e: UnabortableTransactionError) -> ConflictableTransactionError<StoreError> {
-    e.into()
 }
 
 #[async_trait]
@@ -1048,6 +1045,37 @@ mod tests {
                 s.key(&keys[i]).await.unwrap().is_none(),
                 "{how} left the key usable"
             );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_issued_exchange_is_answered_only_after_a_flush() {
+        let (_d, s) = open();
+        let s = Arc::new(s);
+        s.insert_client(&client("CI1", 1), 10).await.unwrap();
+        let exchange = |s: Arc<SledStore>, i: u32| async move {
+            let c = digest(&format!("c{i}"));
+            s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+            let before = s.flush_count();
+            let k = digest(&format!("k{i}"));
+            assert_eq!(
+                s.redeem_code(&c, &k, &key("CI1"), 1).await.unwrap(),
+                Redeem::Issued
+            );
+            assert!(
+                s.flush_count() > before,
+                "exchange {i} answered before a flush"
+            );
+        };
+        // One at a time, then many at once (batched together).
+        for i in 0..10 {
+            exchange(s.clone(), i).await;
+        }
+        let wave: Vec<_> = (10..42)
+            .map(|i| tokio::spawn(exchange(s.clone(), i)))
+            .collect();
+        for t in wave {
+            t.await.unwrap();
         }
     }
 

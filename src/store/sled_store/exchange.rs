@@ -6,15 +6,19 @@
 //! ticket for all of them (see `store::batch` for why). Inside the
 //! transaction each exchange sees the ones before it, so a code presented
 //! twice in one batch is issued once, exactly as if the two came in turn.
+//!
+//! Once queued, an exchange is applied even if its caller stops waiting (the
+//! client hung up): its code is then spent without an answer, and a retry
+//! counts as a replay, which revokes the key. That fails closed. Freshness is
+//! judged at the time the caller read the clock, before queuing; the queue
+//! is unbounded, but drained far faster than a code's lifetime.
 
 use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{
-    decode, encode, live, purge_key, tx_result, unabortable, KeyTrees, SPENT_CODE_RETENTION_MS,
-};
+use super::{decode, encode, live, purge_key, tx_result, KeyTrees, SPENT_CODE_RETENTION_MS};
 use crate::store::batch::Batcher;
 use crate::store::commit::Ticket;
 use crate::store::{CodeRecord, Digest, GroupCommit, KeyRecord, Redeem, Redemption, StoreError};
@@ -61,10 +65,22 @@ pub(super) fn start(
             trees.apply(batch)?
         };
         let issued = outcomes.iter().any(|o| matches!(o, Ok(Redeem::Issued)));
-        let ticket = if issued { Some(commit.ticket()?) } else { None };
+        // Should no ticket be had (the store is closing), only the issued
+        // exchanges fail: their keys cannot be promised durable.
+        let ticket = if issued {
+            commit.ticket().map(Some)
+        } else {
+            Ok(None)
+        };
         Ok(outcomes
             .into_iter()
-            .map(|o| o.map(|r| (r, ticket.filter(|_| r == Redeem::Issued))))
+            .map(|o| match o? {
+                Redeem::Issued => match &ticket {
+                    Ok(t) => Ok((Redeem::Issued, *t)),
+                    Err(e) => Err(StoreError(e.0.clone())),
+                },
+                Redeem::Lost => Ok((Redeem::Lost, None)),
+            })
             .collect())
     })
 }
@@ -130,7 +146,7 @@ fn redeem(
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
-    purge.remove(unscheduled).map_err(unabortable)?;
+    purge.remove(unscheduled)?;
     purge.insert(
         purge_key(x.now_ms + SPENT_CODE_RETENTION_MS, &x.code),
         &[][..],
@@ -183,8 +199,12 @@ mod tests {
     fn one_batch_answers_each_exchange_as_if_they_came_in_turn() {
         let t = trees();
         t.clients.insert("CI1", &b"{}"[..]).unwrap();
-        t.codes.insert(digest("a"), fresh_code()).unwrap();
-        t.codes.insert(digest("b"), fresh_code()).unwrap();
+        for code in ["a", "b"] {
+            t.codes.insert(digest(code), fresh_code()).unwrap();
+            t.code_purge
+                .insert(purge_key(u64::MAX, &digest(code)), &[][..])
+                .unwrap();
+        }
         t.codes.insert(digest("corrupt"), &b"not json"[..]).unwrap();
         let batch = [
             exchange("a", "k1"),
@@ -217,6 +237,19 @@ mod tests {
         }
         let spent: CodeRecord = decode(&t.codes.get(digest("a")).unwrap().unwrap()).unwrap();
         assert_eq!(spent.redeemed.unwrap().key_hash, hex::encode(digest("k1")));
-        assert_eq!(t.code_purge.len(), 2, "each spent code is rescheduled once");
+        // Each spent code's purge moved from its expiry to the retention time.
+        let purge_at = 5 + SPENT_CODE_RETENTION_MS;
+        let mut expected = vec![
+            purge_key(purge_at, &digest("a")),
+            purge_key(purge_at, &digest("b")),
+        ];
+        expected.sort();
+        let scheduled: Vec<Vec<u8>> = t
+            .code_purge
+            .iter()
+            .keys()
+            .map(|k| k.unwrap().to_vec())
+            .collect();
+        assert_eq!(scheduled, expected);
     }
 }
