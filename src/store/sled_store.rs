@@ -7,7 +7,7 @@
 //! | `clients`        | client ID                             | ClientRecord |
 //! | `clients_by_user`| author (u64 BE) ‖ client ID           | empty        |
 //! | `codes`          | SHA-256(code)                         | CodeRecord   |
-//! | `code_purge`     | purge time (u64 BE ms) ‖ SHA-256(code)| empty        |
+//! | `code_purge`     | sweep time (u64 BE ms) ‖ SHA-256(code)| empty        |
 //! | `keys`           | SHA-256(key)                          | KeyRecord    |
 //! | `key_ids`        | token ID                              | SHA-256(key) |
 //! | `keys_by_client` | len(client ID) ‖ client ID ‖ SHA-256(key) | empty    |
@@ -126,7 +126,6 @@ impl SledStore {
             exchange::ExchangeTrees {
                 clients: clients.clone(),
                 codes: codes.clone(),
-                code_purge: code_purge.clone(),
                 keys: keys.clone(),
                 key_ids: key_ids.clone(),
                 keys_by_client: keys_by_client.clone(),
@@ -529,15 +528,28 @@ impl Store for SledStore {
         let mut n = 0;
         for entry in self.code_purge.range(..&end[..]) {
             let (k, _) = entry?;
-            let code = &k[8..];
+            let code = digest_of(&k[8..]);
             let removed = tx_result((&self.codes, &self.code_purge).transaction(
                 |(codes, purge)| {
-                    // An exchange may have re-scheduled this code since the scan:
-                    // then its entry is gone and the code must stay.
+                    // A user's revocation may have taken this entry since the scan.
                     if purge.remove(&k)?.is_none() {
                         return Ok(false);
                     }
-                    codes.remove(code)?;
+                    // Exchanges leave a code's entry at its expiry, which keeps
+                    // them cheap: a spent code is seen here then, and kept
+                    // until its retention ends, for replay detection.
+                    let spent_at = codes
+                        .get(&code[..])?
+                        .and_then(|bytes| decode::<CodeRecord>(&bytes).ok())
+                        .and_then(|record| record.redeemed.map(|r| r.at));
+                    if let Some(at) = spent_at {
+                        let keep_until = at.saturating_add(SPENT_CODE_RETENTION_MS);
+                        if keep_until > now_ms {
+                            purge.insert(purge_key(keep_until, &code), &[][..])?;
+                            return Ok(false);
+                        }
+                    }
+                    codes.remove(&code[..])?;
                     Ok(true)
                 },
             ))?;

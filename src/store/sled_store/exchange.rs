@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{decode, encode, live, purge_key, tx_result, KeyTrees, SPENT_CODE_RETENTION_MS};
+use super::{decode, encode, live, tx_result, KeyTrees};
 use crate::store::batch::Batcher;
 use crate::store::commit::Ticket;
 use crate::store::{CodeRecord, Digest, GroupCommit, KeyRecord, Redeem, Redemption, StoreError};
@@ -45,7 +45,6 @@ pub(super) type Exchanges = Batcher<Exchange, Applied>;
 pub(super) struct ExchangeTrees {
     pub clients: sled::Tree,
     pub codes: sled::Tree,
-    pub code_purge: sled::Tree,
     pub keys: sled::Tree,
     pub key_ids: sled::Tree,
     pub keys_by_client: sled::Tree,
@@ -93,14 +92,13 @@ impl ExchangeTrees {
             (
                 &self.clients,
                 &self.codes,
-                &self.code_purge,
                 &self.keys,
                 &self.key_ids,
                 &self.keys_by_client,
                 &self.keys_by_user,
             )
                 .transaction(
-                    |(clients, codes, purge, keys, key_ids, keys_by_client, keys_by_user)| {
+                    |(clients, codes, keys, key_ids, keys_by_client, keys_by_user)| {
                         let key_trees = KeyTrees {
                             keys,
                             key_ids,
@@ -109,7 +107,7 @@ impl ExchangeTrees {
                         };
                         batch
                             .iter()
-                            .map(|x| redeem(clients, codes, purge, &key_trees, x))
+                            .map(|x| redeem(clients, codes, &key_trees, x))
                             .collect()
                     },
                 ),
@@ -121,7 +119,6 @@ impl ExchangeTrees {
 fn redeem(
     clients: &TransactionalTree,
     codes: &TransactionalTree,
-    purge: &TransactionalTree,
     key_trees: &KeyTrees<'_>,
     x: &Exchange,
 ) -> Result<Result<Redeem, StoreError>, ConflictableTransactionError<StoreError>> {
@@ -136,7 +133,6 @@ fn redeem(
     if !code_record.is_fresh(x.now_ms) || live(clients.get(client_id.as_bytes())?).is_none() {
         return Ok(Ok(Redeem::Lost));
     }
-    let unscheduled = purge_key(code_record.expires_at, &x.code);
     code_record.redeemed = Some(Redemption {
         key_hash: hex::encode(x.key),
         client_id,
@@ -146,11 +142,8 @@ fn redeem(
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
-    purge.remove(unscheduled)?;
-    purge.insert(
-        purge_key(x.now_ms + SPENT_CODE_RETENTION_MS, &x.code),
-        &[][..],
-    )?;
+    // The code's sweep entry stays at its expiry: the sweep then keeps a
+    // spent code for its retention time, off this path.
     codes.insert(&x.code[..], code_value)?;
     key_trees.insert(&x.key, &x.record)?;
     Ok(Ok(Redeem::Issued))
@@ -167,7 +160,6 @@ mod tests {
         ExchangeTrees {
             clients: t("clients"),
             codes: t("codes"),
-            code_purge: t("code_purge"),
             keys: t("keys"),
             key_ids: t("key_ids"),
             keys_by_client: t("keys_by_client"),
@@ -201,9 +193,6 @@ mod tests {
         t.clients.insert("CI1", &b"{}"[..]).unwrap();
         for code in ["a", "b"] {
             t.codes.insert(digest(code), fresh_code()).unwrap();
-            t.code_purge
-                .insert(purge_key(u64::MAX, &digest(code)), &[][..])
-                .unwrap();
         }
         t.codes.insert(digest("corrupt"), &b"not json"[..]).unwrap();
         let batch = [
@@ -237,19 +226,5 @@ mod tests {
         }
         let spent: CodeRecord = decode(&t.codes.get(digest("a")).unwrap().unwrap()).unwrap();
         assert_eq!(spent.redeemed.unwrap().key_hash, hex::encode(digest("k1")));
-        // Each spent code's purge moved from its expiry to the retention time.
-        let purge_at = 5 + SPENT_CODE_RETENTION_MS;
-        let mut expected = vec![
-            purge_key(purge_at, &digest("a")),
-            purge_key(purge_at, &digest("b")),
-        ];
-        expected.sort();
-        let scheduled: Vec<Vec<u8>> = t
-            .code_purge
-            .iter()
-            .keys()
-            .map(|k| k.unwrap().to_vec())
-            .collect();
-        assert_eq!(scheduled, expected);
     }
 }
