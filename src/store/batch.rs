@@ -143,6 +143,7 @@ fn answer<O>(
 mod tests {
     use super::*;
     use std::future::Future;
+    use std::pin::Pin;
     use std::sync::{Arc, Barrier};
     use std::task::{Context, Waker};
 
@@ -176,6 +177,27 @@ mod tests {
         (b, entered, release)
     }
 
+    type Pending<'a> = Pin<Box<dyn Future<Output = Result<u32, StoreError>> + 'a>>;
+
+    /// Queues request 0, waits until the writer holds it, then queues
+    /// requests 1 to `n` behind it (one poll of a submit queues its request).
+    fn queue_behind_first<'a>(
+        b: &'a Batcher<u32, u32>,
+        entered: &mpsc::Receiver<()>,
+        n: u32,
+    ) -> Vec<Pending<'a>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut queued: Vec<Pending<'a>> = vec![Box::pin(b.submit(0))];
+        assert!(queued[0].as_mut().poll(&mut cx).is_pending());
+        entered.recv().unwrap();
+        for i in 1..=n {
+            let mut f: Pending<'a> = Box::pin(b.submit(i));
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+            queued.push(f);
+        }
+        queued
+    }
+
     #[tokio::test]
     async fn requests_queued_while_a_batch_runs_form_the_next_batch() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
@@ -184,19 +206,10 @@ mod tests {
             s.lock().unwrap().push(rs.len());
             Ok(rs.to_vec())
         });
-        // One poll of a submit queues its request.
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut first = Box::pin(b.submit(0));
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        entered.recv().unwrap();
-        let mut rest: Vec<_> = (1..=20).map(|i| Box::pin(b.submit(i))).collect();
-        for f in &mut rest {
-            assert!(f.as_mut().poll(&mut cx).is_pending());
-        }
+        let queued = queue_behind_first(&b, &entered, 20);
         release.wait();
-        assert_eq!(first.await.unwrap(), 0);
-        for (i, f) in rest.into_iter().enumerate() {
-            assert_eq!(f.await.unwrap(), i as u32 + 1);
+        for (i, f) in queued.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap(), i as u32);
         }
         assert_eq!(
             *sizes.lock().unwrap(),
@@ -214,17 +227,10 @@ mod tests {
                 Ok(Vec::new())
             }
         });
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut first = Box::pin(b.submit(0));
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        entered.recv().unwrap();
-        let mut rest: Vec<_> = (1..=3).map(|i| Box::pin(b.submit(i))).collect();
-        for f in &mut rest {
-            assert!(f.as_mut().poll(&mut cx).is_pending());
-        }
+        let mut queued = queue_behind_first(&b, &entered, 3).into_iter();
         release.wait();
-        assert_eq!(first.await.unwrap(), 0);
-        for f in rest {
+        assert_eq!(queued.next().unwrap().await.unwrap(), 0);
+        for f in queued {
             assert!(f.await.unwrap_err().0.contains("disk gone"));
         }
         assert!(b.submit(9).await.unwrap_err().0.contains("answered 0"));
@@ -244,13 +250,7 @@ mod tests {
     #[tokio::test]
     async fn stop_answers_what_is_queued_then_refuses() {
         let (b, entered, release) = held_batcher(|rs| Ok(rs.to_vec()));
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut queued: Vec<_> = (0..=3).map(|i| Box::pin(b.submit(i))).collect();
-        assert!(queued[0].as_mut().poll(&mut cx).is_pending());
-        entered.recv().unwrap();
-        for f in &mut queued[1..] {
-            assert!(f.as_mut().poll(&mut cx).is_pending());
-        }
+        let queued = queue_behind_first(&b, &entered, 3);
         // The writer is held mid-batch while stop closes the queue.
         let releaser = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
