@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use tachi_gate::store::{digest, now_ms, ClientRecord, CodeRecord, KeyRecord, SledStore, Store};
 
+// The allocator of the gate's binary, so that the store runs as it does there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serial write + fsync of a small record, as often as possible for `for_`.
 fn serial_fsync_rate(dir: &std::path::Path, for_: Duration) -> f64 {
     let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();

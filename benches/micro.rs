@@ -12,6 +12,10 @@ use tachi_gate::gate::{identity_headers, policy, Identity};
 use tachi_gate::oauth::token::TokenParams;
 use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
 
+// The allocator of the gate's binary, so that allocation costs as it does there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How many different stored keys the store-read benchmark cycles through.
 const PROBES: usize = 1000;
 
