@@ -1,7 +1,10 @@
 # Shared set-up of the shell benchmarks; source it from the repository root.
+
 # bench_setup TOOL...: installs the build's needs (scripts/setup) and any
 # missing Debian packages named, then builds the release gate and the bare
-# Pingora passthrough; sets $gate and $passthrough to the two binaries.
+# Pingora passthrough; sets $gate and $passthrough to the two binaries. Also
+# makes the scratch directory $work and the list $pids of processes started,
+# both cleaned up on exit (after bench_on_exit, if the script defines it).
 bench_setup() {
     scripts/setup
     local need=() tool
@@ -17,4 +20,66 @@ bench_setup() {
     cargo build --release --quiet --bin tachi-gate --example passthrough
     gate=target/release/tachi-gate
     passthrough=target/release/examples/passthrough
+    work=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    local p c
+    for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+    # Let them go (valgrind takes a moment), so that the next run finds its ports free.
+    for p in "${pids[@]:-}"; do wait "$p" 2>/dev/null || true; done
+    for c in "$work"/nginx-*.conf; do [ -f "$c" ] && nginx -c "$c" -s stop 2>/dev/null || true; done
+    if declare -F bench_on_exit >/dev/null; then bench_on_exit; fi
+    rm -rf "$work"
+}
+
+# nginx_conf NAME WORKERS HTTP-BLOCK-BODY: starts an nginx with that config.
+nginx_conf() {
+    cat >"$work/nginx-$1.conf" <<CONF
+worker_processes $2;
+pid $work/nginx-$1.pid;
+error_log $work/nginx-$1.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/body-$1;
+    proxy_temp_path $work/proxy-$1;
+    fastcgi_temp_path $work/fcgi-$1;
+    uwsgi_temp_path $work/uwsgi-$1;
+    scgi_temp_path $work/scgi-$1;
+    $3
+}
+CONF
+    nginx -c "$work/nginx-$1.conf"
+}
+
+# upstream_nginx PORT: the fast upstream, one nginx worker answering a small JSON.
+upstream_nginx() {
+    nginx_conf upstream 1 "server { listen 127.0.0.1:$1; location / { default_type application/json; return 200 '{\"success\":true,\"description\":\"ok\",\"body\":{}}'; } }"
+}
+
+# wait_port PORT [SECONDS=10]: waits until something listens on PORT.
+wait_port() {
+    local _
+    for _ in $(seq 1 $(( ${2:-10} * 20 ))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "port $1 did not open" >&2
+    exit 1
+}
+
+# bench_key: creates one key in the store $work/store and prints it.
+bench_key() {
+    "$gate" --data "$work/store" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
+        | sed -n 's/.*"token": "\([0-9a-f]*\)".*/\1/p'
+}
+
+# gate_conf THREADS: writes $work/gate.toml, a gate without rate limits or
+# access log, and no admin listener.
+gate_conf() {
+    printf '[server]\nadmin_listen = ""\nthreads = %s\n[limits]\nenabled = false\n[log]\nlevel = "error"\n' "$1" >"$work/gate.toml"
 }

@@ -18,48 +18,12 @@ conns=${CONNS:-32}
 . benches/common.sh
 bench_setup wrk nginx
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-    for c in "$work"/nginx-*.conf; do [ -f "$c" ] && nginx -c "$c" -s stop 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
 UP=18081 AUTH=18082 NGX=18083 PP=18084 GATE=18085
-key_file="$work/key"
-
-nginx_conf() { # name workers server-block
-    cat >"$work/nginx-$1.conf" <<CONF
-worker_processes $2;
-pid $work/nginx-$1.pid;
-error_log $work/nginx-$1.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/body-$1;
-    proxy_temp_path $work/proxy-$1;
-    fastcgi_temp_path $work/fcgi-$1;
-    uwsgi_temp_path $work/uwsgi-$1;
-    scgi_temp_path $work/scgi-$1;
-    $3
-}
-CONF
-    nginx -c "$work/nginx-$1.conf"
-}
-
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
-
-# The upstream and the auth endpoint run once, one worker each.
-nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{\"success\":true,\"description\":\"ok\",\"body\":{}}'; } }"
+upstream_nginx $UP
 wait_port $UP
 
 # One key in a fresh store.
-"$gate" --data "$work/store" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
-    | sed -n 's/.*"token": "\([0-9a-f]*\)".*/\1/p' >"$key_file"
-key=$(cat "$key_file")
+key=$(bench_key)
 nginx_conf auth 1 "server { listen 127.0.0.1:$AUTH; location / { if (\$http_authorization != \"Bearer $key\") { return 401; } return 204; } }"
 wait_port $AUTH
 
@@ -93,7 +57,7 @@ for workers in 1 2; do
                 proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_pass http://auth; }
         }"
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" "$workers" >/dev/null 2>&1 & pids+=($!)
-    printf '[server]\nadmin_listen = ""\nthreads = %s\n[limits]\nenabled = false\n[log]\nlevel = "error"\n' "$workers" >"$work/gate.toml"
+    gate_conf "$workers"
     "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" --data "$work/store" >/dev/null 2>&1 & pids+=($!)
     wait_port $NGX; wait_port $PP; wait_port $GATE
 

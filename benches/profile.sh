@@ -16,45 +16,23 @@ secs=${1:-6}
 . benches/common.sh
 bench_setup wrk nginx valgrind
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$work/up.conf" ] && nginx -c "$work/up.conf" -s stop 2>/dev/null || true
+# With KEEP set, the callgrind files outlive the scratch directory.
+bench_on_exit() {
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/ 2>/dev/null || true; fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
 
 UP=18091 PP=18094 GATE=18095
-cat >"$work/up.conf" <<CONF
-worker_processes 1;
-pid $work/up.pid;
-error_log $work/up.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/b; proxy_temp_path $work/p; fastcgi_temp_path $work/f;
-    uwsgi_temp_path $work/u; scgi_temp_path $work/s;
-    server { listen 127.0.0.1:$UP; location / { default_type application/json;
-        return 200 '{"success":true,"description":"ok","body":{}}'; } }
-}
-CONF
-nginx -c "$work/up.conf"
-
-key=$("$gate" --data "$work/store" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
-    | sed -n 's/.*"token": "\([0-9a-f]*\)".*/\1/p')
-printf '[server]\nadmin_listen = ""\nthreads = 1\n[limits]\nenabled = false\n[log]\nlevel = "error"\n' >"$work/gate.toml"
+upstream_nginx $UP
+key=$(bench_key)
+gate_conf 1
 
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.passthrough.%p" \
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" 1 >/dev/null 2>&1 & pids+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.gate.%p" \
     "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" \
     --data "$work/store" >/dev/null 2>&1 & pids+=($!)
-for port in $PP $GATE; do
-    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
-done
+# Under valgrind start-up is slow.
+wait_port $PP 40; wait_port $GATE 40
 
 # One measurement: zero the counters of process $1, run wrk, dump; prints Ir/request.
 measure() { # pid name url [header]
