@@ -435,9 +435,9 @@ async fn cli_works_on_a_store_and_refuses_one_a_gate_holds() {
     assert!(stderr(&out).contains("does not exist"));
 }
 
-/// Imports the sample mongoexport files into the store at `data`; the counts.
-fn import_fixtures(data: &str) -> Value {
-    ok_json(&tachi_gate(
+/// Imports the sample clients and the tokens fixture `tokens` into the store at `data`.
+fn import_with_tokens(data: &str, tokens: &str) -> Output {
+    tachi_gate(
         &[
             "--data",
             data,
@@ -445,10 +445,15 @@ fn import_fixtures(data: &str) -> Value {
             "--clients",
             &fixture("api-clients.jsonl"),
             "--tokens",
-            &fixture("api-tokens.json"),
+            &fixture(tokens),
         ],
         &[],
-    ))
+    )
+}
+
+/// Imports the sample mongoexport files into the store at `data`; the counts.
+fn import_fixtures(data: &str) -> Value {
+    ok_json(&import_with_tokens(data, "api-tokens.json"))
 }
 
 fn fixture(name: &str) -> String {
@@ -530,18 +535,7 @@ async fn a_malformed_export_is_rejected_with_its_line_and_imports_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let data = store.to_str().unwrap();
-    let out = tachi_gate(
-        &[
-            "--data",
-            data,
-            "import",
-            "--clients",
-            &fixture("api-clients.jsonl"),
-            "--tokens",
-            &fixture("api-tokens-bad.jsonl"),
-        ],
-        &[],
-    );
+    let out = import_with_tokens(data, "api-tokens-bad.jsonl");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(

@@ -366,7 +366,6 @@ impl TestGate {
             .unwrap()
     }
 
-    /// POST a JSON body to a full URL as a session.
     /// A request without a body, as the holder of the session `cookie`.
     pub async fn send_as(
         &self,
@@ -382,6 +381,7 @@ impl TestGate {
             .unwrap()
     }
 
+    /// POST a JSON body to a full URL as a session.
     pub async fn post_as(&self, url: &str, cookie: &str, body: Value) -> reqwest::Response {
         self.http
             .post(url)
