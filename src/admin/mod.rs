@@ -8,7 +8,7 @@ pub mod service;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::api::clients::new_client;
+use crate::api::clients::{new_client, NO_SUCH_CLIENT};
 use crate::api::tokens::{create_key, find_key, key_request};
 use crate::app::App;
 use crate::reply::Reply;
@@ -268,7 +268,7 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                         json!({"keysRevoked": n}),
                     )
                 }
-                None => Reply::failure(404, "This client does not exist."),
+                None => Reply::failure(404, NO_SUCH_CLIENT),
             },
             AdminOp::ListKeys(owner) => {
                 let keys = match owner {

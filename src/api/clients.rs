@@ -11,7 +11,8 @@ use crate::telemetry;
 use crate::views;
 
 const NOT_A_SESSION: &str = "You are not authenticated (for a session-level request, atleast).";
-const NO_SUCH_CLIENT: &str = "This client does not exist.";
+/// The answer to a client ID that names no client, wherever one is looked up.
+pub const NO_SUCH_CLIENT: &str = "This client does not exist.";
 const TEMPLATE_PLACEHOLDER: &str = "%%TACHI_KEY%%";
 
 fn new_secret() -> String {

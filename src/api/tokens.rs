@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::clients::NO_SUCH_CLIENT;
 use super::{only_fields, permission_list};
 use crate::app::{ApiRequest, App};
 use crate::body;
@@ -105,7 +106,7 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
     let minted = match request {
         KeyRequest::FromClient(id) => match app.store.client(&id).await {
             Ok(Some(client)) => KeyRecord::mint_for_client(user, &client, now_ms()),
-            Ok(None) => return Reply::failure(404, "This client does not exist."),
+            Ok(None) => return Reply::failure(404, NO_SUCH_CLIENT),
             Err(e) => return e.into(),
         },
         KeyRequest::Custom {
@@ -124,7 +125,7 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
         Ok(KeyInsert::ClientKeyExists) => {
             Reply::failure(409, "This user already has an API key for this client.")
         }
-        Ok(KeyInsert::NoSuchClient) => Reply::failure(404, "This client does not exist."),
+        Ok(KeyInsert::NoSuchClient) => Reply::failure(404, NO_SUCH_CLIENT),
         Err(e) => e.into(),
     }
 }

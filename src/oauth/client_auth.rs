@@ -1,6 +1,7 @@
 //! Client authentication and the error vocabulary shared by the token,
 //! revocation and introspection endpoints (RFC 6749 §2.3.1 and §5.2).
 
+use crate::api::clients::NO_SUCH_CLIENT;
 use crate::app::{ApiRequest, App};
 use crate::gate::credentials::{basic_credentials, Authorization};
 use crate::reply::Reply;
@@ -159,6 +160,12 @@ pub fn require_credentials(req: &ApiRequest, body_id: Option<&str>) -> Result<()
     Ok(())
 }
 
+/// The refusal of a client ID that names no client (also when the client
+/// is deleted during an exchange).
+pub fn unknown_client() -> Outcome {
+    refuse(Failure::UnknownClient, NO_SUCH_CLIENT)
+}
+
 /// Authenticates the calling client: credentials from Basic or the body,
 /// then the secret compared (as SHA-256 digests) in constant time.
 pub async fn authenticate(
@@ -169,10 +176,7 @@ pub async fn authenticate(
 ) -> Result<ClientRecord, Outcome> {
     let (client_id, secret) = client_credentials(req.authorization(), body_id, body_secret)?;
     let Some(client) = app.store.client(&client_id).await? else {
-        return Err(refuse(
-            Failure::UnknownClient,
-            "This client does not exist.",
-        ));
+        return Err(unknown_client());
     };
     let stored = digest_from_hex(&client.secret_hash);
     if !stored.is_some_and(|h| digests_match(&h, &digest(&secret))) {

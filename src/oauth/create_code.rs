@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use crate::api::clients::NO_SUCH_CLIENT;
 use crate::app::{ApiRequest, App};
 use crate::body;
 use crate::reply::Reply;
@@ -46,7 +47,7 @@ pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
     if let Some(id) = &client_id {
         match app.store.client(id).await {
             Ok(Some(_)) => {}
-            Ok(None) => return Reply::failure(404, "This client does not exist."),
+            Ok(None) => return Reply::failure(404, NO_SUCH_CLIENT),
             Err(e) => return e.into(),
         }
     }

@@ -10,7 +10,8 @@ use crate::telemetry;
 use crate::views;
 
 use super::client_auth::{
-    authenticate, fail, outcome_reply, refuse, uses_basic, Failure, OAuthError, Outcome, Style,
+    authenticate, fail, outcome_reply, refuse, unknown_client, uses_basic, Failure, OAuthError,
+    Outcome, Style,
 };
 use super::{pkce, string_param};
 
@@ -187,10 +188,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
                 return Err(replayed(app, &code_hash, &spent, &client).await);
             }
             if app.store.client(&client.client_id).await?.is_none() {
-                return Err(refuse(
-                    Failure::UnknownClient,
-                    "This client does not exist.",
-                ));
+                return Err(unknown_client());
             }
             return Err(refuse(Failure::BadCode, "This code does not exist."));
         }
