@@ -160,7 +160,7 @@ impl SledStore {
 
     /// Removes keys by digest in one transaction; how many existed.
     fn remove_keys(&self, hashes: &[Vec<u8>]) -> Result<usize, StoreError> {
-        let removed = tx_result(
+        self.after_removing_keys(tx_result(
             (
                 &self.keys,
                 &self.key_ids,
@@ -176,10 +176,16 @@ impl SledStore {
                     };
                     trees.remove_all(hashes)
                 }),
-        );
-        // Whatever the outcome, some keys may be gone now.
+        ))
+    }
+
+    /// Passes on the outcome of a transaction that may have removed keys,
+    /// having emptied the in-memory key records whatever that outcome. Every
+    /// removal of keys goes through here, so no revoked key is ever served
+    /// from memory.
+    fn after_removing_keys<T>(&self, outcome: T) -> T {
         self.key_cache.invalidate();
-        removed
+        outcome
     }
 
     /// How many flushes the group commit has run (to observe batching).
@@ -288,10 +294,10 @@ fn purge_key(at_ms: u64, code: &Digest) -> Vec<u8> {
     joined(&at_ms.to_be_bytes(), code)
 }
 
-/// The key trees as seen inside one transaction. A transaction that calls
-/// [`KeyTrees::remove`] must be followed by `key_cache.invalidate()`, success
-/// or not (as `remove_keys` and `delete_client` do), or a revoked key could
-/// still be served from memory.
+/// The key trees as seen inside one transaction. The outcome of a
+/// transaction that calls [`KeyTrees::remove`] goes through
+/// [`SledStore::after_removing_keys`], or a revoked key could still be
+/// served from memory.
 struct KeyTrees<'a> {
     keys: &'a TransactionalTree,
     key_ids: &'a TransactionalTree,
@@ -429,7 +435,7 @@ impl Store for SledStore {
                 let (k, _) = entry?;
                 hashes.push(k[prefix.len()..].to_vec());
             }
-            let outcome = tx_result(
+            self.after_removing_keys(tx_result(
                 (
                     &self.clients,
                     &self.clients_by_user,
@@ -457,9 +463,7 @@ impl Store for SledStore {
                             Ok(Some(trees.remove_all(&hashes)?))
                         },
                     ),
-            );
-            self.key_cache.invalidate();
-            outcome?
+            ))?
         };
         if removed.is_some() {
             self.commit.durable().await?;
