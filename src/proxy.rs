@@ -501,36 +501,29 @@ impl ProxyHttp for GateProxy {
     }
 }
 
-/// The client address as an `X-Forwarded-For` value. IPv4 is written by
-/// hand: going through `Display` (with its padding support) and a `String`
-/// cost about 2,600 instructions a request, more than inserting the header.
+/// The client address as an `X-Forwarded-For` value. IPv4 is put together
+/// from its octets: going through `Display` (with its padding support) and a
+/// `String` cost about 2,600 instructions a request, more than inserting the
+/// header.
 fn ip_header_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         // An IPv6 address is always a valid header value.
         return HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static(""));
     };
-    let mut buf = [0u8; 15];
+    let mut text = [0u8; 15];
     let mut len = 0;
+    let mut digits = itoa::Buffer::new();
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            buf[len] = b'.';
+            text[len] = b'.';
             len += 1;
         }
-        let digits = [octet / 100, octet / 10 % 10, octet % 10];
-        let skip = if octet >= 100 {
-            0
-        } else if octet >= 10 {
-            1
-        } else {
-            2
-        };
-        for d in &digits[skip..] {
-            buf[len] = b'0' + d;
-            len += 1;
-        }
+        let part = digits.format(octet).as_bytes();
+        text[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
     }
     // Digits and dots only.
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static(""))
+    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
