@@ -89,27 +89,24 @@ impl<R: Send + 'static, O: Send + 'static> Batcher<R, O> {
             .await
             .map_err(|_| StoreError("the store writer has stopped".into()))?
     }
+}
 
+impl<R, O> Batcher<R, O> {
     /// Applies what is queued, then stops the writer thread; later submits fail.
     pub fn stop(&self) {
-        shut(&self.queue, &self.writer);
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.take();
+        }
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
     }
 }
 
 impl<R, O> Drop for Batcher<R, O> {
     fn drop(&mut self) {
-        shut(&self.queue, &self.writer);
-    }
-}
-
-/// Closes the queue and waits for the writer to drain it.
-fn shut<T>(queue: &Mutex<Option<mpsc::Sender<T>>>, writer: &Mutex<Option<JoinHandle<()>>>) {
-    if let Ok(mut queue) = queue.lock() {
-        queue.take();
-    }
-    let writer = writer.lock().ok().and_then(|mut w| w.take());
-    if let Some(writer) = writer {
-        let _ = writer.join();
+        self.stop();
     }
 }
 
