@@ -26,7 +26,8 @@ struct Job<R, O> {
     reply: oneshot::Sender<Result<O, StoreError>>,
 }
 
-/// Applies requests of type `R` in batches on its own thread, answering each with an `O`.
+/// Applies requests of type `R` in batches on its own thread, answering each
+/// with an `O` or its own error.
 pub struct Batcher<R, O> {
     queue: Mutex<Option<mpsc::Sender<Job<R, O>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -34,11 +35,12 @@ pub struct Batcher<R, O> {
 
 impl<R: Send + 'static, O: Send + 'static> Batcher<R, O> {
     /// Starts the writer thread. `apply` gets each batch in arrival order,
-    /// at most `max_batch` long, and returns one answer per request, or one
-    /// error for the whole batch (which every request in it then receives).
+    /// at most `max_batch` long, and returns one answer (or error) per
+    /// request, or one error for the whole batch (which every request in it
+    /// then receives).
     pub fn start<F>(name: &str, max_batch: usize, mut apply: F) -> std::io::Result<Batcher<R, O>>
     where
-        F: FnMut(&[R]) -> Result<Vec<O>, StoreError> + Send + 'static,
+        F: FnMut(&[R]) -> Result<Vec<Result<O, StoreError>>, StoreError> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<Job<R, O>>();
         let max_batch = max_batch.max(1);
@@ -113,17 +115,17 @@ impl<R, O> Drop for Batcher<R, O> {
 /// Sends each request its answer; a request whose caller gave up is skipped.
 fn answer<O>(
     replies: Vec<oneshot::Sender<Result<O, StoreError>>>,
-    outcome: Result<Vec<O>, StoreError>,
+    outcome: Result<Vec<Result<O, StoreError>>, StoreError>,
 ) {
     match outcome {
         Ok(answers) => {
             let given = answers.len();
             let mut answers = answers.into_iter();
             for reply in replies {
-                let one = answers.next().ok_or_else(|| {
-                    StoreError(format!(
+                let one = answers.next().unwrap_or_else(|| {
+                    Err(StoreError(format!(
                         "the store writer answered {given} requests of a batch"
-                    ))
+                    )))
                 });
                 let _ = reply.send(one);
             }
@@ -147,7 +149,7 @@ mod tests {
     #[tokio::test]
     async fn each_request_gets_its_own_answer() {
         let b = Batcher::start("test-writer", 8, |rs: &[u32]| {
-            Ok(rs.iter().map(|r| r * 2).collect())
+            Ok(rs.iter().map(|r| Ok(r * 2)).collect())
         })
         .unwrap();
         assert_eq!(b.submit(3).await.unwrap(), 6);
@@ -166,9 +168,9 @@ mod tests {
             if rs == [0] {
                 entered_tx.send(()).unwrap();
                 r.wait();
-                return Ok(vec![0]);
+                return Ok(vec![Ok(0)]);
             }
-            then(rs)
+            then(rs).map(|answers| answers.into_iter().map(Ok).collect())
         })
         .unwrap();
         (b, entered, release)
@@ -237,7 +239,7 @@ mod tests {
     async fn a_panicking_batch_fails_alone_and_the_writer_goes_on() {
         let b = Batcher::start("test-writer", 8, |rs: &[u32]| {
             assert_ne!(rs[0], 13, "unlucky");
-            Ok(rs.to_vec())
+            Ok(rs.iter().map(|r| Ok(*r)).collect())
         })
         .unwrap();
         assert!(b.submit(13).await.unwrap_err().0.contains("failed"));

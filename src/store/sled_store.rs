@@ -505,7 +505,7 @@ impl Store for SledStore {
                 record: record.clone(),
                 now_ms,
             })
-            .await??;
+            .await?;
         if let Some(ticket) = ticket {
             self.commit.wait(ticket).await?;
         }

@@ -36,7 +36,7 @@ pub(super) struct Exchange {
 }
 
 /// An exchange's outcome, and for an issued key the ticket that makes it durable.
-pub(super) type Applied = Result<(Redeem, Option<Ticket>), StoreError>;
+pub(super) type Applied = (Redeem, Option<Ticket>);
 
 /// The exchange writer: its queue and thread.
 pub(super) type Exchanges = Batcher<Exchange, Applied>;
