@@ -566,7 +566,7 @@ impl Store for SledStore {
 
     async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
         if let Some(hit) = self.key_cache.get(key) {
-            return Ok(Some(KeyRecord::clone(&hit)));
+            return Ok(Some(hit));
         }
         let started = std::time::Instant::now();
         let seen = self.key_cache.generation();
@@ -576,7 +576,7 @@ impl Store for SledStore {
         };
         crate::telemetry::STORE_KEY_READ.observe(started.elapsed().as_secs_f64());
         if let Some(record) = &found {
-            self.key_cache.fill(seen, *key, Arc::new(record.clone()));
+            self.key_cache.fill(seen, *key, record.clone());
         }
         Ok(found)
     }
