@@ -9,8 +9,8 @@ pub mod path;
 pub mod policy;
 pub mod session;
 
-use http::header::InvalidHeaderValue;
-use http::{HeaderMap, HeaderValue};
+use http::header::{InvalidHeaderValue, MaxSizeReached};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::app::App;
 use crate::config::UnknownTokens;
@@ -25,6 +25,75 @@ pub const IDENTITY_HEADERS: [&str; 4] = [
     "x-tachi-client-id",
     "x-tachi-token-id",
 ];
+
+/// The identity headers as header names, in the order of [`IDENTITY_HEADERS`].
+const IDENTITY_NAMES: [HeaderName; 4] = [
+    HeaderName::from_static(IDENTITY_HEADERS[0]),
+    HeaderName::from_static(IDENTITY_HEADERS[1]),
+    HeaderName::from_static(IDENTITY_HEADERS[2]),
+    HeaderName::from_static(IDENTITY_HEADERS[3]),
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Why a forwarded request's headers could not be written.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// A key record holds a value that cannot be a header: it is corrupt,
+    /// since the store's writers validate every part.
+    CorruptRecord(InvalidHeaderValue),
+    /// More headers than a header map can hold (unreachable below the
+    /// gate's own header size limit).
+    TooManyHeaders,
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::CorruptRecord(e) => write!(f, "corrupt key record: {e}"),
+            ForwardError::TooManyHeaders => f.write_str("too many headers to forward"),
+        }
+    }
+}
+
+impl From<MaxSizeReached> for ForwardError {
+    fn from(_: MaxSizeReached) -> ForwardError {
+        ForwardError::TooManyHeaders
+    }
+}
+
+/// Rewrites the headers of a request the gate forwards (SPEC §5): removes
+/// what a client could spoof, sets `X-Forwarded-For` (to `client_ip`, or
+/// removes it when the client did not come over TCP) and
+/// `X-Forwarded-Proto` afresh, and for a key adds the identity headers and,
+/// with `hide_credentials`, drops `Authorization`.
+pub fn forward_headers(
+    headers: &mut HeaderMap,
+    client_ip: Option<HeaderValue>,
+    proto: &'static str,
+    identity: &Identity,
+    hide_credentials: bool,
+) -> Result<(), ForwardError> {
+    for name in spoofable_headers(headers) {
+        headers.remove(&name);
+    }
+    let key_headers = identity_headers(identity).map_err(ForwardError::CorruptRecord)?;
+    if hide_credentials && !key_headers.is_empty() {
+        headers.remove(http::header::AUTHORIZATION);
+    }
+    // Room for every header added, so that the map grows at most once.
+    headers.try_reserve(2 + key_headers.len())?;
+    match client_ip {
+        Some(ip) => headers.try_insert(X_FORWARDED_FOR, ip)?,
+        None => headers.remove(X_FORWARDED_FOR),
+    };
+    headers.try_insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+    for (name, value) in key_headers {
+        headers.try_insert(name, value)?;
+    }
+    Ok(())
+}
 
 /// Inbound headers that could pass for the gate's word upstream: the identity
 /// headers in any case and with `_` for `-` (CGI-style servers merge the two),
@@ -202,20 +271,18 @@ async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
 /// that cannot be a header is a corrupt record.
 pub fn identity_headers(
     identity: &Identity,
-) -> Result<Vec<(&'static str, HeaderValue)>, InvalidHeaderValue> {
+) -> Result<Vec<(HeaderName, HeaderValue)>, InvalidHeaderValue> {
     let Identity::Key(k) = identity else {
         return Ok(Vec::new());
     };
+    let [user, permissions, client, token] = IDENTITY_NAMES;
     let mut h = Vec::with_capacity(4);
-    h.push((IDENTITY_HEADERS[0], HeaderValue::from(k.user_id)));
-    h.push((
-        IDENTITY_HEADERS[1],
-        HeaderValue::try_from(k.permissions.join(","))?,
-    ));
+    h.push((user, HeaderValue::from(k.user_id)));
+    h.push((permissions, HeaderValue::try_from(k.permissions.join(","))?));
     if let Some(c) = &k.from_client {
-        h.push((IDENTITY_HEADERS[2], HeaderValue::from_str(c)?));
+        h.push((client, HeaderValue::from_str(c)?));
     }
-    h.push((IDENTITY_HEADERS[3], HeaderValue::from_str(&k.token_id)?));
+    h.push((token, HeaderValue::from_str(&k.token_id)?));
     Ok(h)
 }
 
@@ -244,17 +311,107 @@ mod tests {
             from_client: Some("CI1".into()),
             created_on: 0,
         };
-        let h = identity_headers(&Identity::Key(k)).unwrap();
+        let h: Vec<_> = identity_headers(&Identity::Key(k))
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
         assert_eq!(
             h,
             vec![
-                ("x-tachi-user-id", HeaderValue::from_static("5")),
-                ("x-tachi-permissions", HeaderValue::from_static("a,b")),
-                ("x-tachi-client-id", HeaderValue::from_static("CI1")),
-                ("x-tachi-token-id", HeaderValue::from_static("t1")),
+                ("x-tachi-user-id".into(), HeaderValue::from_static("5")),
+                (
+                    "x-tachi-permissions".into(),
+                    HeaderValue::from_static("a,b")
+                ),
+                ("x-tachi-client-id".into(), HeaderValue::from_static("CI1")),
+                ("x-tachi-token-id".into(), HeaderValue::from_static("t1")),
             ]
         );
         assert!(identity_headers(&Identity::Session(1)).unwrap().is_empty());
+    }
+
+    fn key_record() -> KeyRecord {
+        KeyRecord {
+            token_id: "t1".into(),
+            user_id: 5,
+            identifier: "x".into(),
+            permissions: vec!["a".into(), "b".into()],
+            from_client: None,
+            created_on: 0,
+        }
+    }
+
+    fn inbound() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("host", "tachi"),
+            ("authorization", "Bearer k"),
+            ("X-Tachi-User-ID", "1"),
+            ("x_tachi_permissions", "delete_score"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+            ("accept", "*/*"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        h
+    }
+
+    fn values(h: &HeaderMap, name: &str) -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_key_is_forwarded_with_its_identity_and_without_spoofed_headers() {
+        let mut h = inbound();
+        let ip = Some(HeaderValue::from_static("127.0.0.1"));
+        forward_headers(&mut h, ip, "http", &Identity::Key(key_record()), true).unwrap();
+        assert_eq!(values(&h, "x-tachi-user-id"), ["5"]);
+        assert_eq!(values(&h, "x-tachi-permissions"), ["a,b"]);
+        assert_eq!(values(&h, "x-tachi-token-id"), ["t1"]);
+        assert!(values(&h, "x-tachi-client-id").is_empty());
+        assert!(values(&h, "x_tachi_permissions").is_empty());
+        assert_eq!(values(&h, "x-forwarded-for"), ["127.0.0.1"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
+        assert!(values(&h, "forwarded").is_empty());
+        assert!(values(&h, "authorization").is_empty());
+        assert_eq!(values(&h, "host"), ["tachi"]);
+        assert_eq!(values(&h, "accept"), ["*/*"]);
+        assert_eq!(h.len(), 7);
+    }
+
+    #[test]
+    fn others_keep_their_authorization_and_get_no_identity() {
+        for identity in [Identity::Guest, Identity::ForeignKey, Identity::Session(3)] {
+            let mut h = inbound();
+            forward_headers(&mut h, None, "https", &identity, true).unwrap();
+            assert_eq!(values(&h, "authorization"), ["Bearer k"], "{identity:?}");
+            assert!(values(&h, "x-forwarded-for").is_empty(), "not over TCP");
+            assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
+            assert!(IDENTITY_HEADERS.iter().all(|n| !h.contains_key(*n)));
+        }
+        // Without hide_credentials a key's Authorization is forwarded too.
+        let mut h = inbound();
+        forward_headers(&mut h, None, "http", &Identity::Key(key_record()), false).unwrap();
+        assert_eq!(values(&h, "authorization"), ["Bearer k"]);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_a_header_is_an_error() {
+        let mut record = key_record();
+        record.token_id = "a\nb".into();
+        let mut h = inbound();
+        let e = forward_headers(&mut h, None, "http", &Identity::Key(record), true).unwrap_err();
+        assert!(matches!(e, ForwardError::CorruptRecord(_)), "{e}");
     }
 
     #[test]
