@@ -6,7 +6,8 @@
 #   d) tachi-gate, guest request      e) tachi-gate, valid Bearer key
 #   f) tachi-gate, invalid key (401s)
 # at 1 and 2 workers each, with the same connection count. Prints requests/s
-# and p50/p99 latency (medians over rounds) and the ratios e/b and e/c.
+# and p50/p99 latency (medians over rounds) and the ratios e/b and e/c, both
+# as ratios of those medians and as medians of the ratios within each round.
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN=5] [ROUNDS=3]   (CONNS=32 to change connections)
 set -euo pipefail
@@ -86,7 +87,16 @@ for workers in 1 2; do
             "$(tr ' ' '\n' <<<"${p50[$n]}" | grep . | median)" "$(tr ' ' '\n' <<<"${p99[$n]}" | grep . | median)"
     done
     awk -v e="${med[e]}" -v b="${med[b]}" -v c="${med[c]}" -v w="$workers" \
-        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f\n", w, e/b, e/c }'
+        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   (ratios of the medians)\n", w, e/b, e/c }'
+    # The same ratios taken within each round, where the runs compared are
+    # seconds apart, then their median: less moved by the machine's speed
+    # drifting from round to round.
+    paired() { # numerator denominator
+        paste -d' ' <(tr ' ' '\n' <<<"${rps[$1]}" | grep .) <(tr ' ' '\n' <<<"${rps[$2]}" | grep .) |
+            awk '{ printf "%.4f\n", $1 / $2 }' | median
+    }
+    awk -v eb="$(paired e b)" -v ec="$(paired e c)" -v w="$workers" \
+        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   (medians of the ratios within each round)\n", w, eb, ec }'
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     pids=()
     nginx -c "$work/nginx-proxy$workers.conf" -s stop
