@@ -27,19 +27,24 @@ struct Health {
 }
 
 impl Health {
+    /// An address listed twice is kept once, as the balancer keeps it, so
+    /// that it does not get a double share of requests.
     fn new(addrs: &[SocketAddr]) -> Health {
+        let mut distinct: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if !distinct.contains(addr) {
+                distinct.push(*addr);
+            }
+        }
         Health {
-            addrs: addrs.into(),
-            up: addrs.iter().map(|_| AtomicBool::new(true)).collect(),
+            up: distinct.iter().map(|_| AtomicBool::new(true)).collect(),
+            addrs: distinct.into(),
         }
     }
 
-    /// Records a change; an address listed twice changes in both places.
     fn set(&self, addr: SocketAddr, healthy: bool) {
-        for (a, up) in self.addrs.iter().zip(self.up.iter()) {
-            if *a == addr {
-                up.store(healthy, Ordering::Relaxed);
-            }
+        if let Some(i) = self.addrs.iter().position(|a| *a == addr) {
+            self.up[i].store(healthy, Ordering::Relaxed);
         }
     }
 }
@@ -129,39 +134,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_health_check_takes_an_upstream_out_of_turn() {
+    async fn health_checks_take_an_upstream_out_of_turn_and_back() {
         let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let live = live.local_addr().unwrap();
-        // A port that was just listened on and is now closed: connects are refused.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let u = Upstreams::new(&[dead, live], Some(Duration::from_secs(1))).unwrap();
-        assert_eq!(u.next(), Some(dead), "every upstream starts healthy");
-        u.balancer().backends().run_health_check(false).await;
+        // Bound but not listening: the port is held, and connects are refused.
+        let down = tokio::net::TcpSocket::new_v4().unwrap();
+        down.bind(addr(0)).unwrap();
+        let flaky = down.local_addr().unwrap();
+        let u = Upstreams::new(&[flaky, live], Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(u.next(), Some(flaky), "every upstream starts healthy");
+        // In parallel, as the background service runs them.
+        u.balancer().backends().run_health_check(true).await;
         let seen: Vec<_> = (0..4).map(|_| u.next().unwrap()).collect();
         assert_eq!(seen, vec![live; 4]);
+        let _listening = down.listen(16).unwrap();
+        u.balancer().backends().run_health_check(true).await;
+        let mut seen: Vec<_> = (0..4).map(|_| u.next().unwrap()).collect();
+        seen.sort();
+        let mut both = vec![flaky, live, flaky, live];
+        both.sort();
+        assert_eq!(seen, both);
     }
 
     #[tokio::test]
     async fn none_is_chosen_when_every_upstream_is_down() {
         let (a, b) = (addr(1), addr(2));
-        let u = Upstreams::new(&[a, b, a], Some(Duration::from_secs(1))).unwrap();
-        u.health
-            .observe(&Backend::new("127.0.0.1:2").unwrap(), false)
-            .await;
-        u.health
-            .observe(&Backend::new("127.0.0.1:1").unwrap(), false)
-            .await;
+        let u = Upstreams::new(&[a, b], Some(Duration::from_secs(1))).unwrap();
+        let backend = |a: SocketAddr| Backend::new(&a.to_string()).unwrap();
+        u.health.observe(&backend(b), false).await;
+        u.health.observe(&backend(a), false).await;
         assert_eq!(u.next(), None);
-        // An address listed twice comes back in both places.
-        u.health
-            .observe(&Backend::new("127.0.0.1:1").unwrap(), true)
-            .await;
+        u.health.observe(&backend(a), true).await;
         assert_eq!(
             (0..3).filter_map(|_| u.next()).collect::<Vec<_>>(),
             vec![a, a, a]
         );
+    }
+
+    #[test]
+    fn an_address_listed_twice_gets_one_share() {
+        let (a, b) = (addr(1), addr(2));
+        let u = Upstreams::new(&[a, b, a], None).unwrap();
+        let seen: Vec<_> = (0..4).map(|_| u.next().unwrap()).collect();
+        assert_eq!(seen, vec![a, b, a, b]);
     }
 }
