@@ -593,6 +593,20 @@ mod tests {
     }
 
     #[test]
+    fn editing_headers_keeps_a_uri_with_an_authority() {
+        // As HTTP/2 requests carry it.
+        let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        let uri: http::Uri = "https://tachi.example:8443/a?b=c".parse().unwrap();
+        req.set_uri(uri.clone());
+        edit_headers(&mut req, |h| {
+            h.insert("x-added", http::HeaderValue::from_static("1"))
+        })
+        .unwrap();
+        assert_eq!(req.uri, uri);
+        assert_eq!(req.raw_path(), b"/a?b=c");
+    }
+
+    #[test]
     fn editing_headers_keeps_the_http2_end_of_stream_flag() {
         for flag in [true, false] {
             let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();

@@ -67,9 +67,14 @@ async fn tls_listener_answers_http1_and_http2() {
         (true, reqwest::Version::HTTP_11),
         (false, reqwest::Version::HTTP_2),
     ] {
+        // Spoofed identity and forwarding headers go, over HTTP/2 as over HTTP/1.
         let r = client(&ca, http1)
             .get(&url)
             .bearer_auth(&key_value)
+            .header("X-Tachi-User-ID", "1")
+            .header("x_tachi_permissions", "delete_score")
+            .header("X-Forwarded-For", "6.6.6.6")
+            .header("Forwarded", "for=6.6.6.6")
             .send()
             .await
             .unwrap();
@@ -78,6 +83,9 @@ async fn tls_listener_answers_http1_and_http2() {
         let echo: Value = r.json().await.unwrap();
         assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), vec!["https"]);
         assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["2"]);
+        assert_eq!(echoed_headers(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
+        assert!(echoed_headers(&echo, "x_tachi_permissions").is_empty());
+        assert!(echoed_headers(&echo, "forwarded").is_empty());
     }
     // The gate's own routes over HTTP/2 too, and the metadata says https.
     let r = client(&ca, false)
