@@ -111,6 +111,10 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn backend(a: SocketAddr) -> Backend {
+        Backend::new(&a.to_string()).unwrap()
+    }
+
     #[test]
     fn round_robin_visits_every_address() {
         let (a, b) = (addr(1), addr(2));
@@ -123,7 +127,6 @@ mod tests {
     async fn an_unhealthy_upstream_is_skipped_until_it_recovers() {
         let (a, b, c) = (addr(1), addr(2), addr(3));
         let u = Upstreams::new(&[a, b, c], Some(Duration::from_secs(1))).unwrap();
-        let backend = |a: SocketAddr| Backend::new(&a.to_string()).unwrap();
         u.health.observe(&backend(b), false).await;
         let seen: Vec<_> = (0..6).map(|_| u.next().unwrap()).collect();
         // b's turns pass to the next upstream, as in the balancer.
@@ -160,7 +163,6 @@ mod tests {
     async fn none_is_chosen_when_every_upstream_is_down() {
         let (a, b) = (addr(1), addr(2));
         let u = Upstreams::new(&[a, b], Some(Duration::from_secs(1))).unwrap();
-        let backend = |a: SocketAddr| Backend::new(&a.to_string()).unwrap();
         u.health.observe(&backend(b), false).await;
         u.health.observe(&backend(a), false).await;
         assert_eq!(u.next(), None);

@@ -79,7 +79,7 @@ pub fn forward_headers(
         headers.remove(&name);
     }
     let key_headers = identity_headers(identity).map_err(ForwardError::CorruptRecord)?;
-    if hide_credentials && !key_headers.is_empty() {
+    if hide_credentials && matches!(identity, Identity::Key(_)) {
         headers.remove(http::header::AUTHORIZATION);
     }
     // Room for every header added, so that the map grows at most once.
