@@ -206,8 +206,9 @@ pub fn cookie_header(headers: &HeaderMap) -> Option<String> {
 
 /// Decides who the caller of a gated request is, and whether they may proceed.
 ///
-/// On the common path (a valid key, no session) this is one hash and one store
-/// read: no write and no upstream call.
+/// On the common path (a valid key, no session) this is one hash and one
+/// lookup of the key's record (in memory once the key is in use): no write
+/// and no upstream call.
 pub async fn check(
     app: &App,
     method: &str,
