@@ -2,6 +2,8 @@
 //! them (SPEC §4, API keys). Only the user's own browser session may use
 //! these routes; API keys never can.
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 
 use super::clients::NO_SUCH_CLIENT;
@@ -131,7 +133,7 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
 }
 
 /// Finds a key by its token ID or its value.
-pub async fn find_key(app: &App, token: &str) -> Result<Option<(Digest, KeyRecord)>, Reply> {
+pub async fn find_key(app: &App, token: &str) -> Result<Option<(Digest, Arc<KeyRecord>)>, Reply> {
     if let Some(found) = app.store.key_by_token_id(token).await? {
         return Ok(Some(found));
     }

@@ -9,6 +9,8 @@ pub mod path;
 pub mod policy;
 pub mod session;
 
+use std::sync::Arc;
+
 use http::header::{InvalidHeaderValue, MaxSizeReached};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -123,8 +125,8 @@ pub enum Identity {
     Guest,
     /// A live session of this user; the upstream judges it.
     Session(u64),
-    /// A valid key from the store.
-    Key(KeyRecord),
+    /// A valid key from the store (its record shared with the store's memory).
+    Key(Arc<KeyRecord>),
     /// A key the gate never issued, passed on untouched (`unknown_tokens = "forward"`).
     ForeignKey,
 }
@@ -312,7 +314,7 @@ mod tests {
             from_client: Some("CI1".into()),
             created_on: 0,
         };
-        let h: Vec<_> = identity_headers(&Identity::Key(k))
+        let h: Vec<_> = identity_headers(&Identity::Key(Arc::new(k)))
             .unwrap()
             .into_iter()
             .map(|(n, v)| (n.to_string(), v))
@@ -375,7 +377,14 @@ mod tests {
     fn a_key_is_forwarded_with_its_identity_and_without_spoofed_headers() {
         let mut h = inbound();
         let ip = Some(HeaderValue::from_static("127.0.0.1"));
-        forward_headers(&mut h, ip, "http", &Identity::Key(key_record()), true).unwrap();
+        forward_headers(
+            &mut h,
+            ip,
+            "http",
+            &Identity::Key(Arc::new(key_record())),
+            true,
+        )
+        .unwrap();
         assert_eq!(values(&h, "x-tachi-user-id"), ["5"]);
         assert_eq!(values(&h, "x-tachi-permissions"), ["a,b"]);
         assert_eq!(values(&h, "x-tachi-token-id"), ["t1"]);
@@ -402,7 +411,14 @@ mod tests {
         }
         // Without hide_credentials a key's Authorization is forwarded too.
         let mut h = inbound();
-        forward_headers(&mut h, None, "http", &Identity::Key(key_record()), false).unwrap();
+        forward_headers(
+            &mut h,
+            None,
+            "http",
+            &Identity::Key(Arc::new(key_record())),
+            false,
+        )
+        .unwrap();
         assert_eq!(values(&h, "authorization"), ["Bearer k"]);
     }
 
@@ -411,7 +427,8 @@ mod tests {
         let mut record = key_record();
         record.token_id = "a\nb".into();
         let mut h = inbound();
-        let e = forward_headers(&mut h, None, "http", &Identity::Key(record), true).unwrap_err();
+        let e = forward_headers(&mut h, None, "http", &Identity::Key(Arc::new(record)), true)
+            .unwrap_err();
         assert!(matches!(e, ForwardError::CorruptRecord(_)), "{e}");
     }
 

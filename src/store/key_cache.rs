@@ -11,7 +11,7 @@
 //! Only keys that exist are cached: they are digests of secrets an attacker
 //! does not hold, so a fast non-keyed hash is safe here.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use rustc_hash::FxHashMap;
 
@@ -23,7 +23,7 @@ pub struct Generation(u64);
 
 struct Inner {
     generation: u64,
-    records: FxHashMap<Digest, KeyRecord>,
+    records: FxHashMap<Digest, Arc<KeyRecord>>,
 }
 
 /// A bounded map from key digest to its live record.
@@ -46,8 +46,9 @@ impl KeyCache {
         }
     }
 
-    /// A copy of the cached record for `key`.
-    pub fn get(&self, key: &Digest) -> Option<KeyRecord> {
+    /// The cached record for `key`, shared: a hit costs a reference count,
+    /// not a copy of the record's strings.
+    pub fn get(&self, key: &Digest) -> Option<Arc<KeyRecord>> {
         self.inner.read().ok()?.records.get(key).cloned()
     }
 
@@ -58,7 +59,7 @@ impl KeyCache {
 
     /// Caches a record read from the store, unless a key was removed since
     /// `seen` was taken (the record may then already be revoked).
-    pub fn fill(&self, seen: Generation, key: Digest, record: KeyRecord) {
+    pub fn fill(&self, seen: Generation, key: Digest, record: Arc<KeyRecord>) {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
@@ -85,15 +86,15 @@ impl KeyCache {
 mod tests {
     use super::*;
 
-    fn record(token_id: &str) -> KeyRecord {
-        KeyRecord {
+    fn record(token_id: &str) -> Arc<KeyRecord> {
+        Arc::new(KeyRecord {
             token_id: token_id.into(),
             user_id: 1,
             identifier: "x".into(),
             permissions: vec![],
             from_client: None,
             created_on: 0,
-        }
+        })
     }
 
     #[test]

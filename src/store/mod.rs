@@ -21,6 +21,8 @@ pub use records::{
 };
 pub use sled_store::SledStore;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
@@ -183,13 +185,14 @@ pub trait Store: Send + Sync + 'static {
     /// Removes codes whose time is up; how many.
     async fn sweep_codes(&self, now_ms: u64) -> Result<usize, StoreError>;
 
-    /// The key with this digest, if it exists (revoked keys do not).
-    async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key with this digest, if it exists (revoked keys do not). Shared,
+    /// not copied: a backend may hand out the record it holds in memory.
+    async fn key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError>;
     /// The key with this non-secret token ID, with its digest.
     async fn key_by_token_id(
         &self,
         token_id: &str,
-    ) -> Result<Option<(Digest, KeyRecord)>, StoreError>;
+    ) -> Result<Option<(Digest, Arc<KeyRecord>)>, StoreError>;
     /// A user's keys, oldest first.
     async fn keys_of_user(&self, user_id: u64) -> Result<Vec<KeyRecord>, StoreError>;
     /// The keys issued through a client, oldest first.
@@ -197,7 +200,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new key; refuses a second key for the same user and client.
     async fn insert_key(&self, key: &Digest, record: &KeyRecord) -> Result<KeyInsert, StoreError>;
     /// Revokes (deletes) a key; its record if it existed.
-    async fn revoke_key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError>;
+    async fn revoke_key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError>;
     /// Revokes every key of a user; how many.
     async fn revoke_user_keys(&self, user_id: u64) -> Result<usize, StoreError>;
     /// Every client, oldest first.

@@ -564,14 +564,14 @@ impl Store for SledStore {
         Ok(n)
     }
 
-    async fn key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
+    async fn key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         if let Some(hit) = self.key_cache.get(key) {
             return Ok(Some(hit));
         }
         let started = std::time::Instant::now();
         let seen = self.key_cache.generation();
-        let found: Option<KeyRecord> = match live(self.keys.get(key)?) {
-            Some(bytes) => Some(decode(&bytes)?),
+        let found: Option<Arc<KeyRecord>> = match live(self.keys.get(key)?) {
+            Some(bytes) => Some(Arc::new(decode(&bytes)?)),
             None => None,
         };
         crate::telemetry::STORE_KEY_READ.observe(started.elapsed().as_secs_f64());
@@ -584,7 +584,7 @@ impl Store for SledStore {
     async fn key_by_token_id(
         &self,
         token_id: &str,
-    ) -> Result<Option<(Digest, KeyRecord)>, StoreError> {
+    ) -> Result<Option<(Digest, Arc<KeyRecord>)>, StoreError> {
         let Some(hash) = self.key_ids.get(token_id.as_bytes())? else {
             return Ok(None);
         };
@@ -648,7 +648,7 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
-    async fn revoke_key(&self, key: &Digest) -> Result<Option<KeyRecord>, StoreError> {
+    async fn revoke_key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         let record = self.key(key).await?;
         let removed = record.is_some() && self.remove_keys(&[key.to_vec()])? > 0;
         // Even when another request removed it first: the caller may answer
