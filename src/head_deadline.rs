@@ -37,6 +37,15 @@ pub(crate) const KEEPALIVE_SECS: u64 = 60;
 /// reading further here would only waste memory.
 const MAX_HEAD_BYTES: usize = 1_048_575;
 
+/// How long a connection that has not yet sent a request may still take to
+/// send its first byte once shutdown has begun. Such a connection was
+/// accepted while the gate was accepting, so its client is sending a request
+/// in good faith: dropping it would reset that request (the listening socket
+/// passes to the new process in an upgrade; this connection does not). Well
+/// inside the second the server gives tasks to finish once shutdown begins
+/// (`graceful_shutdown_timeout_seconds`), so the request is still answered.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
 /// How long the 408 answer may take to write before the connection is simply dropped.
 const ANSWER_WRITE_LIMIT: Duration = Duration::from_secs(1);
 
@@ -79,7 +88,8 @@ where
         let idle = Duration::from_secs(KEEPALIVE_SECS);
         let mut carried: Option<HttpPersistentSettings> = None;
         loop {
-            let head = receive_head(&mut stream, idle, self.limit, shutdown).await?;
+            let first = carried.is_none();
+            let head = receive_head(&mut stream, idle, self.limit, shutdown, first).await?;
             let mut session = ServerSession::new_http1(stream);
             match carried {
                 // The gate never turns pipelining on, so what is carried over
@@ -108,22 +118,31 @@ where
 /// byte, then up to `limit` for the rest. Returns the bytes read (the head and
 /// whatever followed it in the same reads), or `None` when the connection
 /// should close: the client went away or stayed idle, the service is shutting
-/// down while the client is idle, or the head was too slow (answered 408).
+/// down while the client is idle (after [`FIRST_REQUEST_GRACE`] if it is a
+/// new connection, `first`), or the head was too slow (answered 408).
 async fn receive_head(
     stream: &mut Stream,
     idle: Duration,
     limit: Duration,
     shutdown: &ShutdownWatch,
+    first: bool,
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut shutdown = shutdown.clone();
+    let first_byte = timeout(idle, stream.read_buf(&mut buf));
+    tokio::pin!(first_byte);
     let read = tokio::select! {
         // Bytes already waiting are read first, even once shutdown has begun:
         // a request the client sent must not be dropped.
         biased;
-        read = timeout(idle, stream.read_buf(&mut buf)) => read.ok(),
-        // An idle connection is dropped when the service starts shutting down.
-        Ok(()) = shutdown.changed() => None,
+        read = &mut first_byte => read.ok(),
+        // An idle kept-alive connection is dropped when the service starts
+        // shutting down; a new one gets a moment to send its request.
+        Ok(()) = shutdown.changed() => if first {
+            timeout(FIRST_REQUEST_GRACE, &mut first_byte).await.ok().and_then(Result::ok)
+        } else {
+            None
+        },
     };
     if !matches!(read, Some(Ok(n)) if n > 0) {
         return None;

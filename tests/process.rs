@@ -612,3 +612,32 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
     .await;
     assert_eq!(st, 200, "the old gate took {took:?} to hand over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_shutdown_still_gets_its_answer() {
+    use std::io::Write;
+    let upstream = MockTachi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn(&dir.path().join("store"), upstream.addr, false);
+    // Connected and accepted, but its request not yet sent when shutdown begins.
+    let mut early = std::net::TcpStream::connect(p.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal(libc::SIGTERM);
+    // Shutdown has begun once the gate stops accepting.
+    let began = Instant::now();
+    while std::net::TcpStream::connect(p.addr).is_ok() {
+        assert!(began.elapsed() < Duration::from_secs(5), "still accepting");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    early
+        .write_all(b"GET /x HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let read = early.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{read:?}: {answer:?}");
+    let (code, _) = p.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
