@@ -2,7 +2,9 @@
 
 # bench_setup TOOL...: installs the build's needs (scripts/setup) and any
 # missing Debian packages named, then builds the release gate and the bare
-# Pingora passthrough; sets $gate and $passthrough to the two binaries. Also
+# Pingora passthrough (in $CARGO_TARGET_DIR if set, so that another build,
+# say another commit or profile, can be measured); sets $gate and
+# $passthrough to the two binaries. Also
 # makes the scratch directory $work and the list $pids of processes started,
 # both cleaned up on exit (after bench_on_exit, if the script defines it).
 bench_setup() {
@@ -18,8 +20,8 @@ bench_setup() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
     fi
     cargo build --release --quiet --bin tachi-gate --example passthrough
-    gate=target/release/tachi-gate
-    passthrough=target/release/examples/passthrough
+    gate=${CARGO_TARGET_DIR:-target}/release/tachi-gate
+    passthrough=${CARGO_TARGET_DIR:-target}/release/examples/passthrough
     work=$(mktemp -d)
     pids=()
     trap bench_cleanup EXIT
