@@ -585,7 +585,11 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let new = start(true);
+    // Killed on drop, should an assertion below fail.
+    let new = Proc {
+        child: start(true),
+        addr,
+    };
     // The new process waits on the upgrade socket; hand over.
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal(libc::SIGQUIT);
@@ -602,7 +606,6 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
     );
     assert!(answered > 20, "only {answered} flows completed");
     // The new gate carries on alone with everything the old one acknowledged.
-    let new = Proc { child: new, addr };
     let (st, _) = post_json(
         &http,
         new.url("/api/v1/oauth/create-code"),
