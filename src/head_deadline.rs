@@ -41,9 +41,10 @@ const MAX_HEAD_BYTES: usize = 1_048_575;
 /// send its first byte once shutdown has begun. Such a connection was
 /// accepted while the gate was accepting, so its client is sending a request
 /// in good faith: dropping it would reset that request (the listening socket
-/// passes to the new process in an upgrade; this connection does not). Well
-/// inside the second the server gives tasks to finish once shutdown begins
-/// (`graceful_shutdown_timeout_seconds`), so the request is still answered.
+/// passes to the new process in an upgrade; this connection does not). Half
+/// the second that the server keeps running tasks once shutdown begins
+/// (`grace_period_seconds`), so that a request which then arrives promptly
+/// is still answered within it.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// How long the 408 answer may take to write before the connection is simply dropped.
@@ -87,9 +88,10 @@ where
         }
         let idle = Duration::from_secs(KEEPALIVE_SECS);
         let mut carried: Option<HttpPersistentSettings> = None;
+        let mut first = true;
         loop {
-            let first = carried.is_none();
             let head = receive_head(&mut stream, idle, self.limit, shutdown, first).await?;
+            first = false;
             let mut session = ServerSession::new_http1(stream);
             match carried {
                 // The gate never turns pipelining on, so what is carried over

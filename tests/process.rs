@@ -622,9 +622,12 @@ async fn a_connection_accepted_before_shutdown_still_gets_its_answer() {
     let upstream = MockTachi::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut p = Proc::spawn(&dir.path().join("store"), upstream.addr, false);
-    // Connected and accepted, but its request not yet sent when shutdown begins.
+    // Connected, but its request not yet sent when shutdown begins.
     let mut early = std::net::TcpStream::connect(p.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Connections are accepted in turn: once a later one has been answered,
+    // the gate has accepted `early` too.
+    let later = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(later.get(p.url("/x")).send().await.unwrap().status(), 200);
     p.signal(libc::SIGTERM);
     // Shutdown has begun once the gate stops accepting.
     let began = Instant::now();
