@@ -55,6 +55,18 @@ fn client() -> ClientRecord {
     }
 }
 
+/// A code of user 1 for any client, that never expires.
+fn bench_code() -> CodeRecord {
+    CodeRecord {
+        user_id: 1,
+        created_on: 0,
+        expires_at: u64::MAX,
+        client_id: None,
+        challenge: None,
+        redeemed: None,
+    }
+}
+
 /// Exchanges per second, and how many exchanges shared each flush.
 async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
@@ -66,16 +78,8 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64)
     for i in 0..total {
         let store = store.clone();
         setup.spawn(async move {
-            let code = CodeRecord {
-                user_id: 1,
-                created_on: 0,
-                expires_at: u64::MAX,
-                client_id: None,
-                challenge: None,
-                redeemed: None,
-            };
             store
-                .insert_code(&digest(&format!("code-{i}")), &code)
+                .insert_code(&digest(&format!("code-{i}")), &bench_code())
                 .await
                 .unwrap();
         });
@@ -126,14 +130,7 @@ fn sled_writes_per_second(total: usize) -> f64 {
     let tree = |name: &str| db.open_tree(name).unwrap();
     let (codes, keys, key_ids) = (tree("codes"), tree("keys"), tree("key_ids"));
     let (by_client, by_user) = (tree("keys_by_client"), tree("keys_by_user"));
-    let mut code = CodeRecord {
-        user_id: 1,
-        created_on: 0,
-        expires_at: u64::MAX,
-        client_id: None,
-        challenge: None,
-        redeemed: None,
-    };
+    let mut code = bench_code();
     let code_digests: Vec<_> = (0..total).map(|i| digest(&format!("code-{i}"))).collect();
     for d in &code_digests {
         codes.insert(d, serde_json::to_vec(&code).unwrap()).unwrap();
