@@ -4,9 +4,9 @@
 # missing Debian packages named, then builds the release gate and the bare
 # Pingora passthrough (in $CARGO_TARGET_DIR if set, so that another build,
 # say another commit or profile, can be measured); sets $gate and
-# $passthrough to the two binaries. Also
-# makes the scratch directory $work and the list $pids of processes started,
-# both cleaned up on exit (after bench_on_exit, if the script defines it).
+# $passthrough to the two binaries. Also makes the scratch directory $work
+# and the list $pids of processes started, both cleaned up on exit (after
+# bench_on_exit, if the script defines it).
 bench_setup() {
     scripts/setup
     local need=() tool
