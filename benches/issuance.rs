@@ -94,13 +94,7 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64)
         tasks.spawn(async move {
             for j in 0..per_task {
                 let code = digest(&format!("code-{}", t * per_task + j));
-                let minted = KeyRecord::mint(
-                    1,
-                    "Bench Token".into(),
-                    &["submit_score".into()],
-                    Some("CIbench".into()),
-                    now_ms(),
-                );
+                let minted = KeyRecord::mint_for_client(1, &client(), now_ms());
                 store
                     .redeem_code(&code, &minted.digest, &minted.record, now_ms())
                     .await
@@ -135,18 +129,13 @@ fn sled_writes_per_second(total: usize) -> f64 {
     for d in &code_digests {
         codes.insert(d, serde_json::to_vec(&code).unwrap()).unwrap();
     }
-    let client_prefix = [&[7u8][..], b"CIbench"].concat();
+    let client = client();
+    // The store's client index prefix: the ID's length, then the ID.
+    let id = client.client_id.as_bytes();
+    let client_prefix = [&[id.len() as u8][..], id].concat();
     // Keys are minted by the requests, not by the writer: not timed.
     let minted: Vec<_> = (0..total)
-        .map(|_| {
-            KeyRecord::mint(
-                1,
-                "Bench Token".into(),
-                &["submit_score".into()],
-                Some("CIbench".into()),
-                now_ms(),
-            )
-        })
+        .map(|_| KeyRecord::mint_for_client(1, &client, now_ms()))
         .collect();
     // The codes are on disk before timing starts, as in the main bench.
     db.flush().unwrap();
@@ -154,7 +143,7 @@ fn sled_writes_per_second(total: usize) -> f64 {
     for (d, minted) in code_digests.iter().zip(&minted) {
         code.redeemed = Some(Redemption {
             key_hash: hex::encode(minted.digest),
-            client_id: "CIbench".into(),
+            client_id: client.client_id.clone(),
             at: now_ms(),
         });
         let key = &minted.digest[..];
