@@ -307,14 +307,10 @@ mod tests {
     #[test]
     fn key_identity_headers_are_complete() {
         let k = KeyRecord {
-            token_id: "t1".into(),
-            user_id: 5,
-            identifier: "x".into(),
-            permissions: vec!["a".into(), "b".into()],
             from_client: Some("CI1".into()),
-            created_on: 0,
+            ..key_record()
         };
-        let h: Vec<_> = identity_headers(&Identity::Key(Arc::new(k)))
+        let h: Vec<_> = identity_headers(&keyed(k))
             .unwrap()
             .into_iter()
             .map(|(n, v)| (n.to_string(), v))
@@ -343,6 +339,10 @@ mod tests {
             from_client: None,
             created_on: 0,
         }
+    }
+
+    fn keyed(record: KeyRecord) -> Identity {
+        Identity::Key(Arc::new(record))
     }
 
     fn inbound() -> HeaderMap {
@@ -377,14 +377,7 @@ mod tests {
     fn a_key_is_forwarded_with_its_identity_and_without_spoofed_headers() {
         let mut h = inbound();
         let ip = Some(HeaderValue::from_static("127.0.0.1"));
-        forward_headers(
-            &mut h,
-            ip,
-            "http",
-            &Identity::Key(Arc::new(key_record())),
-            true,
-        )
-        .unwrap();
+        forward_headers(&mut h, ip, "http", &keyed(key_record()), true).unwrap();
         assert_eq!(values(&h, "x-tachi-user-id"), ["5"]);
         assert_eq!(values(&h, "x-tachi-permissions"), ["a,b"]);
         assert_eq!(values(&h, "x-tachi-token-id"), ["t1"]);
@@ -411,14 +404,7 @@ mod tests {
         }
         // Without hide_credentials a key's Authorization is forwarded too.
         let mut h = inbound();
-        forward_headers(
-            &mut h,
-            None,
-            "http",
-            &Identity::Key(Arc::new(key_record())),
-            false,
-        )
-        .unwrap();
+        forward_headers(&mut h, None, "http", &keyed(key_record()), false).unwrap();
         assert_eq!(values(&h, "authorization"), ["Bearer k"]);
     }
 
@@ -427,8 +413,7 @@ mod tests {
         let mut record = key_record();
         record.token_id = "a\nb".into();
         let mut h = inbound();
-        let e = forward_headers(&mut h, None, "http", &Identity::Key(Arc::new(record)), true)
-            .unwrap_err();
+        let e = forward_headers(&mut h, None, "http", &keyed(record), true).unwrap_err();
         assert!(matches!(e, ForwardError::CorruptRecord(_)), "{e}");
     }
 
