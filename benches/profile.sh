@@ -32,7 +32,7 @@ valgrind --tool=callgrind --callgrind-out-file="$work/cg.gate.%p" \
     "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" \
     --data "$work/store" >/dev/null 2>&1 & pids+=($!)
 # Under valgrind start-up is slow (the first run of a new build reads its debug info).
-wait_port $PP 120; wait_port $GATE 120
+wait_port $PP 300; wait_port $GATE 300
 
 # One measurement: zero the counters of process $1, run wrk, dump; prints Ir/request.
 measure() { # pid name url [header]

@@ -14,6 +14,7 @@
 //! does not turn on) are handed to the proxy whole: their framing is the h2
 //! crate's business.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{sleep, timeout, Instant, Sleep};
 
 use crate::reply::Reply;
 use crate::telemetry;
@@ -89,8 +90,14 @@ where
         let idle = Duration::from_secs(KEEPALIVE_SECS);
         let mut carried: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        // One timer and one shutdown receiver for the connection's life, not
+        // one per request: see `receive_head`.
+        let timer = sleep(idle);
+        tokio::pin!(timer);
+        let mut watch = shutdown.clone();
         loop {
-            let head = receive_head(&mut stream, idle, self.limit, shutdown, first).await?;
+            let head =
+                receive_head(&mut stream, &mut timer, &mut watch, idle, self.limit, first).await?;
             first = false;
             let mut session = ServerSession::new_http1(stream);
             match carried {
@@ -122,26 +129,41 @@ where
 /// should close: the client went away or stayed idle, the service is shutting
 /// down while the client is idle (after [`FIRST_REQUEST_GRACE`] if it is a
 /// new connection, `first`), or the head was too slow (answered 408).
+///
+/// `timer` and `shutdown` are the connection's, reused for each request. A
+/// fresh `tokio::time::timeout` per request inserted a timer into the
+/// runtime's timer wheel (under its lock) and removed it again, and the
+/// insertion could write to the I/O driver's eventfd to wake it: on a busy
+/// keep-alive connection, a system call per request. Moving a timer's
+/// deadline later is an atomic store that leaves the wheel alone; the timer
+/// is re-filed only when its old deadline comes.
 async fn receive_head(
     stream: &mut Stream,
+    timer: &mut Pin<&mut Sleep>,
+    shutdown: &mut ShutdownWatch,
     idle: Duration,
     limit: Duration,
-    shutdown: &ShutdownWatch,
     first: bool,
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(4096);
-    let mut shutdown = shutdown.clone();
-    let first_byte = timeout(idle, stream.read_buf(&mut buf));
+    timer.as_mut().reset(Instant::now() + idle);
+    let first_byte = stream.read_buf(&mut buf);
     tokio::pin!(first_byte);
     let read = tokio::select! {
         // Bytes already waiting are read first, even once shutdown has begun:
         // a request the client sent must not be dropped.
         biased;
-        read = &mut first_byte => read.ok(),
+        read = &mut first_byte => Some(read),
+        () = timer.as_mut() => None,
         // An idle kept-alive connection is dropped when the service starts
         // shutting down; a new one gets a moment to send its request.
-        Ok(()) = shutdown.changed() => if first {
-            timeout(FIRST_REQUEST_GRACE, &mut first_byte).await.ok().and_then(Result::ok)
+        () = shutting_down(shutdown) => if first {
+            timer.as_mut().reset(Instant::now() + FIRST_REQUEST_GRACE);
+            tokio::select! {
+                biased;
+                read = &mut first_byte => Some(read),
+                () = timer.as_mut() => None,
+            }
         } else {
             None
         },
@@ -149,22 +171,42 @@ async fn receive_head(
     if !matches!(read, Some(Ok(n)) if n > 0) {
         return None;
     }
-    let deadline = Instant::now() + limit;
     let mut scan = HeadScan::default();
-    while !scan.complete(&buf) && buf.len() <= MAX_HEAD_BYTES {
+    if scan.complete(&buf) {
+        return Some(buf);
+    }
+    // The rest is due within `limit` of the first byte. A deadline earlier
+    // than the timer's is re-filed in the wheel: only heads that arrive in
+    // pieces pay for that.
+    timer.as_mut().reset(Instant::now() + limit);
+    while buf.len() <= MAX_HEAD_BYTES {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match timeout_at(deadline, stream.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return None,
-            Err(_) => {
+        let read = tokio::select! {
+            biased;
+            read = stream.read_buf(&mut buf) => read,
+            () = timer.as_mut() => {
                 answer_too_slow(stream).await;
                 return None;
             }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            return None;
+        }
+        if scan.complete(&buf) {
+            break;
         }
     }
     Some(buf)
+}
+
+/// Resolves once the service is shutting down (at once if it already is);
+/// never if the shutdown signal is gone.
+async fn shutting_down(shutdown: &mut ShutdownWatch) {
+    if shutdown.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Finds the end of a request head as its bytes arrive, looking at each byte

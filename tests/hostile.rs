@@ -333,6 +333,28 @@ async fn a_header_trickled_past_the_deadline_gets_408() {
     assert_eq!(gate.get("/x").await.status(), 200);
 }
 
+/// Every request on a kept-alive connection has the deadline, not only the
+/// first: the connection's timer, moved later while it waited, is moved back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_request_trickled_past_the_deadline_gets_408() {
+    let gate = TestGate::start("[server]\nheader_timeout_ms = 1500").await;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let (answer, elapsed) =
+        answer_to_a_trickle_on(s, b"GET /x HTTP/1.1\r\nHost: slow\r\nX-Slow: ").await;
+    assert_json_408(&answer);
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(6),
+        "cut off after {elapsed:?}"
+    );
+}
+
 /// The deadline runs from a request's first byte: a kept-alive connection
 /// may stay idle longer than it between requests, and a head that arrives in
 /// pieces within it is served, body bytes sent with it included.
@@ -377,6 +399,11 @@ async fn the_header_deadline_does_not_count_idle_time() {
 /// gate answered before closing, and when it closed.
 async fn answer_to_a_trickle(addr: SocketAddr, head: &[u8]) -> (String, Duration) {
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    answer_to_a_trickle_on(s, head).await
+}
+
+/// [`answer_to_a_trickle`] on a connection already open.
+async fn answer_to_a_trickle_on(s: tokio::net::TcpStream, head: &[u8]) -> (String, Duration) {
     let (mut read, mut write) = s.into_split();
     let started = Instant::now();
     let head = head.to_vec();
