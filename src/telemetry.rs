@@ -40,6 +40,10 @@ lazy!(REQUESTS: IntCounterVec = register_int_counter_vec!(
     &["class", "status"]
 ).unwrap_or_else(|_| unreachable_metric()));
 
+// The series of forwarded requests answered 200, looked up once: nearly
+// every request counts in it, and a labelled lookup hashes the labels.
+lazy!(GATED_OK: IntCounter = REQUESTS.with_label_values(&["gated", "200"]));
+
 lazy!(KEY_CHECK: Histogram = register_histogram!(
     "tachi_gate_key_check_seconds",
     "Time to check a Bearer key: hash, store lookup, identity.",

@@ -253,11 +253,14 @@ pub async fn check(
 
 async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
     let started = std::time::Instant::now();
-    let found = match std::str::from_utf8(token) {
-        Ok(t) => app.store.key(&digest(t)).await.map_err(|e| {
-            log::error!("{e}");
-            Rejection::StoreUnavailable
-        })?,
+    let found = match std::str::from_utf8(token).map(digest) {
+        Ok(d) => match app.store.key_in_memory(&d) {
+            Some(held) => Some(held),
+            None => app.store.key(&d).await.map_err(|e| {
+                log::error!("{e}");
+                Rejection::StoreUnavailable
+            })?,
+        },
         Err(_) => None,
     };
     crate::telemetry::KEY_CHECK.observe(started.elapsed().as_secs_f64());

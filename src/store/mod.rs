@@ -188,6 +188,13 @@ pub trait Store: Send + Sync + 'static {
     /// The key with this digest, if it exists (revoked keys do not). Shared,
     /// not copied: a backend may hand out the record it holds in memory.
     async fn key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError>;
+    /// The key with this digest if the backend holds its record in memory,
+    /// as [`Store::key`] would answer it; `None` says only that it does not
+    /// (ask [`Store::key`]). Synchronous, for the request path: a call of an
+    /// async trait method allocates its future.
+    fn key_in_memory(&self, _key: &Digest) -> Option<Arc<KeyRecord>> {
+        None
+    }
     /// The key with this non-secret token ID, with its digest.
     async fn key_by_token_id(
         &self,

@@ -564,6 +564,10 @@ impl Store for SledStore {
         Ok(n)
     }
 
+    fn key_in_memory(&self, key: &Digest) -> Option<Arc<KeyRecord>> {
+        self.key_cache.get(key)
+    }
+
     async fn key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         if let Some(hit) = self.key_cache.get(key) {
             return Ok(Some(hit));
@@ -1048,6 +1052,7 @@ mod tests {
                     s.key(k).await.unwrap().is_some(),
                     "{how}: key {i} not live yet"
                 );
+                assert!(s.key_in_memory(k).is_some(), "{how}: key {i} not held");
             }
             match how {
                 "revoke_key" => assert!(s.revoke_key(&keys[i]).await.unwrap().is_some()),
@@ -1057,6 +1062,10 @@ mod tests {
                 "revoke_user_keys" => assert_eq!(s.revoke_user_keys(7).await.unwrap(), 1),
                 _ => assert_eq!(s.delete_client("CI1").await.unwrap(), Some(1)),
             }
+            assert!(
+                s.key_in_memory(&keys[i]).is_none(),
+                "{how} left the key in memory"
+            );
             assert!(
                 s.key(&keys[i]).await.unwrap().is_none(),
                 "{how} left the key usable"
