@@ -14,6 +14,7 @@
 //! does not turn on) are handed to the proxy whole: their framing is the h2
 //! crate's business.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,14 +91,22 @@ where
         let idle = Duration::from_secs(KEEPALIVE_SECS);
         let mut carried: Option<HttpPersistentSettings> = None;
         let mut first = true;
-        // One timer and one shutdown receiver for the connection's life, not
-        // one per request: see `receive_head`.
         let timer = sleep(idle);
-        tokio::pin!(timer);
         let mut watch = shutdown.clone();
+        let shutdown_begins = async move {
+            // A dropped sender never signals: wait for the other arms.
+            if watch.wait_for(|closing| *closing).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(timer, shutdown_begins);
+        let mut waits = Waits {
+            timer,
+            shutdown: shutdown_begins,
+            shutting_down: false,
+        };
         loop {
-            let head =
-                receive_head(&mut stream, &mut timer, &mut watch, idle, self.limit, first).await?;
+            let head = receive_head(&mut stream, &mut waits, idle, self.limit, first).await?;
             first = false;
             let mut session = ServerSession::new_http1(stream);
             match carried {
@@ -123,28 +132,42 @@ where
     }
 }
 
+/// What a connection waits for besides its client, kept for the
+/// connection's life rather than made afresh for each request. A fresh
+/// `tokio::time::timeout` per request inserted a timer into the runtime's
+/// timer wheel (under its lock) and removed it again, and the insertion
+/// could write to the I/O driver's eventfd to wake it: on a busy keep-alive
+/// connection, a system call per request. Moving a timer's deadline later is
+/// an atomic store that leaves the wheel alone; the timer is re-filed only
+/// when its old deadline comes. Likewise a fresh wait on the shutdown signal
+/// registered and removed a waiter (two locks) per request; this one stays
+/// registered.
+struct Waits<'a, S> {
+    timer: Pin<&'a mut Sleep>,
+    /// Resolves once the service is shutting down.
+    shutdown: Pin<&'a mut S>,
+    /// Whether `shutdown` has resolved (it must not be polled again).
+    shutting_down: bool,
+}
+
 /// Reads one request head from `stream`: waits up to `idle` for its first
 /// byte, then up to `limit` for the rest. Returns the bytes read (the head and
 /// whatever followed it in the same reads), or `None` when the connection
 /// should close: the client went away or stayed idle, the service is shutting
 /// down while the client is idle (after [`FIRST_REQUEST_GRACE`] if it is a
 /// new connection, `first`), or the head was too slow (answered 408).
-///
-/// `timer` and `shutdown` are the connection's, reused for each request. A
-/// fresh `tokio::time::timeout` per request inserted a timer into the
-/// runtime's timer wheel (under its lock) and removed it again, and the
-/// insertion could write to the I/O driver's eventfd to wake it: on a busy
-/// keep-alive connection, a system call per request. Moving a timer's
-/// deadline later is an atomic store that leaves the wheel alone; the timer
-/// is re-filed only when its old deadline comes.
-async fn receive_head(
+async fn receive_head<S: Future<Output = ()>>(
     stream: &mut Stream,
-    timer: &mut Pin<&mut Sleep>,
-    shutdown: &mut ShutdownWatch,
+    waits: &mut Waits<'_, S>,
     idle: Duration,
     limit: Duration,
     first: bool,
 ) -> Option<BytesMut> {
+    let Waits {
+        timer,
+        shutdown,
+        shutting_down,
+    } = waits;
     let mut buf = BytesMut::with_capacity(4096);
     timer.as_mut().reset(Instant::now() + idle);
     let first_byte = stream.read_buf(&mut buf);
@@ -157,16 +180,21 @@ async fn receive_head(
         () = timer.as_mut() => None,
         // An idle kept-alive connection is dropped when the service starts
         // shutting down; a new one gets a moment to send its request.
-        () = shutting_down(shutdown) => if first {
-            timer.as_mut().reset(Instant::now() + FIRST_REQUEST_GRACE);
-            tokio::select! {
-                biased;
-                read = &mut first_byte => Some(read),
-                () = timer.as_mut() => None,
+        () = shutdown.as_mut(), if !*shutting_down => {
+            *shutting_down = true;
+            if first {
+                timer.as_mut().reset(Instant::now() + FIRST_REQUEST_GRACE);
+                tokio::select! {
+                    biased;
+                    read = &mut first_byte => Some(read),
+                    () = timer.as_mut() => None,
+                }
+            } else {
+                None
             }
-        } else {
-            None
         },
+        // Shutdown began during an earlier request on this connection.
+        () = std::future::ready(()), if *shutting_down => None,
     };
     if !matches!(read, Some(Ok(n)) if n > 0) {
         return None;
@@ -199,14 +227,6 @@ async fn receive_head(
         }
     }
     Some(buf)
-}
-
-/// Resolves once the service is shutting down (at once if it already is);
-/// never if the shutdown signal is gone.
-async fn shutting_down(shutdown: &mut ShutdownWatch) {
-    if shutdown.wait_for(|closing| *closing).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Finds the end of a request head as its bytes arrive, looking at each byte

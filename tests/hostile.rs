@@ -284,31 +284,6 @@ async fn a_corpus_of_malformed_requests_gets_no_5xx() {
     assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
 }
 
-/// Reads one HTTP/1.1 answer with a Content-Length from a kept-alive socket.
-async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&buf[..end + 4 + len]).to_string();
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("no answer within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// A header trickled quicker than any per-read timeout but slower than the
 /// header deadline is cut off with a JSON 408, and the gate serves others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -616,6 +616,37 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
     assert_eq!(st, 200, "the old gate took {took:?} to hand over");
 }
 
+/// Once shutdown begins, an idle kept-alive connection is closed at once:
+/// not held for the second the process keeps running, nor until its
+/// keep-alive time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_when_shutdown_begins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockTachi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn(&dir.path().join("store"), upstream.addr, false);
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: gate\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let began = Instant::now();
+    p.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let closed_after = began.elapsed();
+    assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
+    assert!(
+        closed_after < Duration::from_millis(800),
+        "closed after {closed_after:?}"
+    );
+    let (code, _) = p.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_accepted_before_shutdown_still_gets_its_answer() {
     use std::io::Write;
