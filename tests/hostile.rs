@@ -314,13 +314,7 @@ async fn a_header_trickled_past_the_deadline_gets_408() {
 async fn a_later_request_trickled_past_the_deadline_gets_408() {
     let gate = TestGate::start("[server]\nheader_timeout_ms = 1500").await;
     let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    for _ in 0..2 {
-        s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = read_answer(&mut s).await;
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
+    get_kept_alive(&mut s, 2).await;
     let (answer, elapsed) =
         answer_to_a_trickle_on(s, b"GET /x HTTP/1.1\r\nHost: slow\r\nX-Slow: ").await;
     assert_json_408(&answer);

@@ -621,18 +621,12 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
 /// keep-alive time is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed_when_shutdown_begins() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let upstream = MockTachi::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut p = Proc::spawn(&dir.path().join("store"), upstream.addr, false);
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    for _ in 0..2 {
-        s.write_all(b"GET /x HTTP/1.1\r\nHost: gate\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = read_answer(&mut s).await;
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
+    get_kept_alive(&mut s, 2).await;
     let began = Instant::now();
     p.signal(libc::SIGTERM);
     let mut rest = Vec::new();

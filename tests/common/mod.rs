@@ -542,3 +542,17 @@ pub async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// Sends `GET /x` `times` times on a kept-alive connection, expecting a 200
+/// each time.
+#[allow(dead_code)] // not every test binary uses raw connections
+pub async fn get_kept_alive(s: &mut tokio::net::TcpStream, times: usize) {
+    use tokio::io::AsyncWriteExt;
+    for _ in 0..times {
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: gate\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
