@@ -22,11 +22,21 @@ bench_setup wrk nginx
 # The earlier version, built once per commit and kept between runs.
 commit=$(git rev-parse --verify "$rev^{commit}")
 tree=${TMPDIR:-/tmp}/tachi-gate-compare-$commit
-[ -d "$tree" ] || git worktree add --detach -q "$tree" "$commit"
+if [ ! -d "$tree" ]; then
+    git worktree prune # a worktree deleted without `git worktree remove`
+    git worktree add --detach -q "$tree" "$commit"
+fi
 (cd "$tree" && CARGO_TARGET_DIR="$tree/target" cargo build --release --quiet --bin tachi-gate)
 earlier=$tree/target/release/tachi-gate
 
 UP=18281 PP=18284 NOW=18285 THEN=18286
+# A process left on one of these ports would be measured in place of ours.
+for port in $UP $PP $NOW $THEN; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use" >&2
+        exit 1
+    fi
+done
 upstream_nginx $UP
 key=$(bench_key)
 gate_conf 1
@@ -38,13 +48,34 @@ cp -r "$work/store" "$work/store-then"
     --data "$work/store-then" >/dev/null 2>&1 & pids+=($!)
 wait_port $PP; wait_port $NOW; wait_port $THEN
 
-rps() { wrk -t1 -c32 -d"${secs}s" "$@" | awk '/Requests\/sec/ {printf "%.0f\n", $2}'; }
+# One wrk run: prints requests/s, or stops the bench if any answer was not a
+# 2xx (a gate refusing the key would otherwise look fast) or wrk failed.
+rps() { # [wrk options] url
+    local out r
+    out=$(wrk -t1 -c32 -d"${secs}s" "$@") || { echo "wrk failed on ${*: -1}" >&2; exit 1; }
+    if grep -q "Non-2xx" <<<"$out"; then
+        echo "non-2xx answers from ${*: -1}:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    r=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    [ -n "$r" ] || { echo "no result from ${*: -1}" >&2; exit 1; }
+    echo "$r"
+}
 auth="Authorization: Bearer $key"
 : >"$work/rounds"
-for _ in $(seq 1 "$rounds"); do
-    echo "$(rps "http://127.0.0.1:$PP/x") \
-$(rps -H "$auth" "http://127.0.0.1:$THEN/x") $(rps -H "$auth" "http://127.0.0.1:$NOW/x") \
-$(rps "http://127.0.0.1:$THEN/x") $(rps "http://127.0.0.1:$NOW/x")" >>"$work/rounds"
+for round in $(seq 1 "$rounds"); do
+    b=$(rps "http://127.0.0.1:$PP/x")
+    # Which version goes first alternates, so that drift within a round
+    # favours neither.
+    if [ $((round % 2)) -eq 1 ]; then
+        et=$(rps -H "$auth" "http://127.0.0.1:$THEN/x"); en=$(rps -H "$auth" "http://127.0.0.1:$NOW/x")
+        dt=$(rps "http://127.0.0.1:$THEN/x"); dn=$(rps "http://127.0.0.1:$NOW/x")
+    else
+        en=$(rps -H "$auth" "http://127.0.0.1:$NOW/x"); et=$(rps -H "$auth" "http://127.0.0.1:$THEN/x")
+        dn=$(rps "http://127.0.0.1:$NOW/x"); dt=$(rps "http://127.0.0.1:$THEN/x")
+    fi
+    echo "$b $et $en $dt $dn" >>"$work/rounds"
 done
 echo "1 worker, $rounds rounds of ${secs} s; earlier = $rev ($commit)"
 awk '

@@ -183,7 +183,9 @@ async fn receive_head<S: Future<Output = ()>>(
         () = shutdown.as_mut(), if !*shutting_down => {
             *shutting_down = true;
             if first {
-                timer.as_mut().reset(Instant::now() + FIRST_REQUEST_GRACE);
+                // The grace never outlasts the wait for the first byte.
+                let until = (Instant::now() + FIRST_REQUEST_GRACE).min(timer.deadline());
+                timer.as_mut().reset(until);
                 tokio::select! {
                     biased;
                     read = &mut first_byte => Some(read),
@@ -193,7 +195,8 @@ async fn receive_head<S: Future<Output = ()>>(
                 None
             }
         },
-        // Shutdown began during an earlier request on this connection.
+        // The signal came while waiting for an earlier request. Pingora then
+        // answered that request without keep-alive, so this is a safeguard.
         () = std::future::ready(()), if *shutting_down => None,
     };
     if !matches!(read, Some(Ok(n)) if n > 0) {
