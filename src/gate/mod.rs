@@ -278,8 +278,8 @@ async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
 pub type IdentityHeaders = [Option<(HeaderName, HeaderValue)>; 4];
 
 /// The identity headers to set upstream for a caller. This runs for every
-/// request with a key, so the values are written into one buffer and handed
-/// out as slices of it: two allocations in all, where a value each and a
+/// request with a key, so the values are written into one buffer, each split
+/// off as it is complete: two allocations in all, where a value each and a
 /// list took five. Every part comes from the store, whose writers validate
 /// it, so a value that cannot be a header is a corrupt record.
 pub fn identity_headers(identity: &Identity) -> Result<IdentityHeaders, InvalidHeaderValue> {
@@ -287,38 +287,32 @@ pub fn identity_headers(identity: &Identity) -> Result<IdentityHeaders, InvalidH
         return Ok(Default::default());
     };
     let mut text = BytesMut::with_capacity(64);
-    // Where each value ends in `text`; each starts where the previous ends.
-    let mut ends = [0; 4];
+    let [user, permissions, client, token] = IDENTITY_NAMES;
     text.extend_from_slice(itoa::Buffer::new().format(k.user_id).as_bytes());
-    ends[0] = text.len();
+    let user = (user, value(&mut text)?);
     for (i, permission) in k.permissions.iter().enumerate() {
         if i > 0 {
             text.extend_from_slice(b",");
         }
         text.extend_from_slice(permission.as_bytes());
     }
-    ends[1] = text.len();
-    if let Some(client) = &k.from_client {
-        text.extend_from_slice(client.as_bytes());
-    }
-    ends[2] = text.len();
-    text.extend_from_slice(k.token_id.as_bytes());
-    ends[3] = text.len();
-    let text = text.freeze();
-    let value = |i: usize| {
-        let start = if i == 0 { 0 } else { ends[i - 1] };
-        HeaderValue::from_maybe_shared(text.slice(start..ends[i]))
+    let permissions = (permissions, value(&mut text)?);
+    let client = match &k.from_client {
+        Some(id) => {
+            text.extend_from_slice(id.as_bytes());
+            Some((client, value(&mut text)?))
+        }
+        None => None,
     };
-    let [user, permissions, client, token] = IDENTITY_NAMES;
-    Ok([
-        Some((user, value(0)?)),
-        Some((permissions, value(1)?)),
-        match k.from_client {
-            Some(_) => Some((client, value(2)?)),
-            None => None,
-        },
-        Some((token, value(3)?)),
-    ])
+    text.extend_from_slice(k.token_id.as_bytes());
+    let token = (token, value(&mut text)?);
+    Ok([Some(user), Some(permissions), client, Some(token)])
+}
+
+/// The bytes written to `text` since the last split, as a header value that
+/// shares the buffer.
+fn value(text: &mut BytesMut) -> Result<HeaderValue, InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(text.split().freeze())
 }
 
 #[cfg(test)]
