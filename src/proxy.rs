@@ -45,31 +45,9 @@ pub(crate) fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
-/// A status as a metric label, without allocating for the common ones.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        429 => "429",
-        431 => "431",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        0 => "none",
-        _ => "other",
-    }
+/// Whether access log lines are written (fixed once logging starts).
+fn access_log_on() -> bool {
+    log::log_enabled!(target: "access", log::Level::Info)
 }
 
 /// How long a client may take to send the body of a request to an own route.
@@ -282,7 +260,7 @@ impl ProxyHttp for GateProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             identity: Identity::Guest,
-            start: log::log_enabled!(target: "access", log::Level::Info).then(Instant::now),
+            start: access_log_on().then(Instant::now),
             class: "gated",
             logged_path: None,
             upstream: None,
@@ -419,13 +397,8 @@ impl ProxyHttp for GateProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        match (ctx.class, status) {
-            ("gated", 200) => telemetry::GATED_OK.inc(),
-            (class, status) => telemetry::REQUESTS
-                .with_label_values(&[class, status_label(status)])
-                .inc(),
-        }
-        if !log::log_enabled!(target: "access", log::Level::Info) {
+        telemetry::request_answered(ctx.class, status);
+        if !access_log_on() {
             return;
         }
         let req = session.req_header();

@@ -44,6 +44,44 @@ lazy!(REQUESTS: IntCounterVec = register_int_counter_vec!(
 // every request counts in it, and a labelled lookup hashes the labels.
 lazy!(GATED_OK: IntCounter = REQUESTS.with_label_values(&["gated", "200"]));
 
+/// Counts a request answered with `status` (0: no answer was sent) in its
+/// route class.
+pub fn request_answered(class: &str, status: u16) {
+    match (class, status) {
+        ("gated", 200) => GATED_OK.inc(),
+        _ => REQUESTS
+            .with_label_values(&[class, status_label(status)])
+            .inc(),
+    }
+}
+
+/// A status as a metric label, without allocating for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "none",
+        _ => "other",
+    }
+}
+
 lazy!(KEY_CHECK: Histogram = register_histogram!(
     "tachi_gate_key_check_seconds",
     "Time to check a Bearer key: hash, store lookup, identity.",
