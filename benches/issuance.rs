@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tachi_gate::store::{
-    digest, now_ms, ClientRecord, CodeRecord, KeyRecord, Redemption, SledStore, Store,
+    digest, key_index_entries, now_ms, ClientRecord, CodeRecord, KeyRecord, Redemption, SledStore,
+    Store,
 };
 
 // The allocator of the gate's binary, so that the store runs as it does there.
@@ -130,9 +131,6 @@ fn sled_writes_per_second(total: usize) -> f64 {
         codes.insert(d, serde_json::to_vec(&code).unwrap()).unwrap();
     }
     let client = client();
-    // The store's client index prefix: the ID's length, then the ID.
-    let id = client.client_id.as_bytes();
-    let client_prefix = [&[id.len() as u8][..], id].concat();
     // Keys are minted by the requests, not by the writer: not timed.
     let minted: Vec<_> = (0..total)
         .map(|_| KeyRecord::mint_for_client(1, &client, now_ms()))
@@ -153,12 +151,11 @@ fn sled_writes_per_second(total: usize) -> f64 {
         key_ids
             .insert(minted.record.token_id.as_bytes(), key)
             .unwrap();
-        by_client
-            .insert([&client_prefix[..], key].concat(), &[][..])
-            .unwrap();
-        by_user
-            .insert([&1u64.to_be_bytes()[..], key].concat(), &[][..])
-            .unwrap();
+        let (client_entry, user_entry) = key_index_entries(key, &minted.record);
+        if let Some(entry) = client_entry {
+            by_client.insert(entry, &[][..]).unwrap();
+        }
+        by_user.insert(user_entry, &[][..]).unwrap();
     }
     total as f64 / started.elapsed().as_secs_f64()
 }

@@ -19,7 +19,7 @@ pub use commit::GroupCommit;
 pub use records::{
     Challenge, ClientRecord, CodeRecord, KeyRecord, MintedKey, PkceMethod, Redemption,
 };
-pub use sled_store::SledStore;
+pub use sled_store::{key_index_entries, SledStore};
 
 use std::sync::Arc;
 

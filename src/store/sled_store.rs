@@ -275,6 +275,18 @@ fn client_prefix(client_id: &str) -> Vec<u8> {
     k
 }
 
+/// A key's index entries (their values are empty): its `keys_by_client`
+/// entry, for a key issued through a client, and its `keys_by_user` entry.
+/// Adding and revoking a key both take them from here, as does the issuance
+/// bench's floor, so that all agree on the layout.
+pub fn key_index_entries(hash: &[u8], record: &KeyRecord) -> (Option<Vec<u8>>, Vec<u8>) {
+    let by_client = record
+        .from_client
+        .as_ref()
+        .map(|client| joined(&client_prefix(client), hash));
+    (by_client, joined(&user_prefix(record.user_id), hash))
+}
+
 fn joined(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());
     k.extend_from_slice(prefix);
@@ -313,12 +325,11 @@ impl KeyTrees<'_> {
     ) -> Result<(), ConflictableTransactionError<StoreError>> {
         self.keys.insert(&hash[..], tx_encode(record)?)?;
         self.key_ids.insert(record.token_id.as_bytes(), &hash[..])?;
-        if let Some(client) = &record.from_client {
-            self.keys_by_client
-                .insert(joined(&client_prefix(client), hash), &[][..])?;
+        let (by_client, by_user) = key_index_entries(hash, record);
+        if let Some(entry) = by_client {
+            self.keys_by_client.insert(entry, &[][..])?;
         }
-        self.keys_by_user
-            .insert(joined(&user_prefix(record.user_id), hash), &[][..])?;
+        self.keys_by_user.insert(by_user, &[][..])?;
         Ok(())
     }
 
@@ -331,12 +342,11 @@ impl KeyTrees<'_> {
         self.keys.insert(hash, TOMBSTONE)?;
         let record: KeyRecord = tx_decode(&bytes)?;
         self.key_ids.remove(record.token_id.as_bytes())?;
-        if let Some(client) = &record.from_client {
-            self.keys_by_client
-                .remove(joined(&client_prefix(client), hash))?;
+        let (by_client, by_user) = key_index_entries(hash, &record);
+        if let Some(entry) = by_client {
+            self.keys_by_client.remove(entry)?;
         }
-        self.keys_by_user
-            .remove(joined(&user_prefix(record.user_id), hash))?;
+        self.keys_by_user.remove(by_user)?;
         Ok(true)
     }
 
