@@ -641,6 +641,8 @@ async fn an_idle_kept_alive_connection_is_closed_when_shutdown_begins() {
     assert_eq!(code, Some(0));
 }
 
+/// A connection accepted just before shutdown, whose request had not yet
+/// arrived, still gets its answer (FIRST_REQUEST_GRACE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_accepted_before_shutdown_still_gets_its_answer() {
     use std::io::Write;
