@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
+use pingora::http::authority::raw_target_authority;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -30,6 +31,40 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum()
+}
+
+/// An HTTP/1.1 request without `Host` is refused, as RFC 9112 §3.2 asks
+/// of a server. Pingora would forward it without one, and the upstream
+/// refuse it, most in HTML; the gate answers in JSON instead. (Pingora
+/// itself refuses a request with two; HTTP/1.0 may leave it out: see
+/// [`fallback_host`].)
+fn missing_host(header: &RequestHeader) -> Option<Reply> {
+    (header.version == http::Version::HTTP_11 && !header.headers.contains_key(http::header::HOST))
+        .then(|| Reply::failure(400, "The request has no Host header."))
+}
+
+/// The `Host` to send upstream for a request that names no host at all (an
+/// HTTP/1.0 request without `Host`, its target in origin form). Pingora
+/// forwards those as HTTP/1.1 without `Host`, which an upstream must refuse.
+/// Like a reverse proxy's usual default, the value is the upstream's own
+/// name: its TLS name if one is set, else the address connected to.
+fn fallback_host(
+    req: &RequestHeader,
+    upstream: Option<SocketAddr>,
+    sni: Option<&str>,
+) -> Option<HeaderValue> {
+    if req.headers.contains_key(http::header::HOST)
+        || req.uri.authority().is_some()
+        || raw_target_authority(req.raw_path()).authority().is_some()
+    {
+        return None;
+    }
+    let name = match (sni, upstream) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(addr)) => addr.to_string(),
+        (None, None) => return None,
+    };
+    HeaderValue::try_from(name).ok()
 }
 
 /// The client's IP address, when it came over TCP.
@@ -195,6 +230,9 @@ impl GateProxy {
         let limits = &self.app.limits;
         if header_bytes(&header.headers) > MAX_HEADER_BYTES {
             return Step::Refuse(Reply::failure(431, "The request headers are too large."));
+        }
+        if let Some(reply) = missing_host(header) {
+            return Step::Refuse(reply);
         }
         let Ok(path) = gate::path::canonical(header.uri.path()) else {
             return Step::Refuse(Reply::failure(400, "The path has '.' or '..' segments."));
@@ -367,7 +405,13 @@ impl ProxyHttp for GateProxy {
         let ip = client_ip(session).map(ip_header_value);
         let proto = if is_tls(session) { "https" } else { "http" };
         let hide = self.app.config.gate.hide_credentials;
+        let config = &self.app.config.upstream;
+        let sni = config.sni.as_deref().filter(|_| config.tls);
+        let host = fallback_host(upstream, ctx.upstream, sni);
         edit_headers(upstream, |headers| {
+            if let Some(host) = host {
+                headers.insert(http::header::HOST, host);
+            }
             gate::forward_headers(headers, ip, proto, &ctx.identity, hide)
         })?
         .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()).into_in())?;
@@ -530,9 +574,54 @@ fn ip_header_value(ip: IpAddr) -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
-    use super::{edit_headers, ip_header_value};
+    use super::{edit_headers, fallback_host, ip_header_value, missing_host};
     use pingora::http::RequestHeader;
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    fn request(version: http::Version, target: &[u8], hosts: &[&str]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target, None).unwrap();
+        req.set_version(version);
+        for host in hosts {
+            req.append_header("Host", *host).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn host_is_required_in_http_1_1_only() {
+        use http::Version;
+        let refused = |v, hosts: &[&str]| {
+            missing_host(&request(v, b"/x", hosts))
+                .map(|r| (r.status, r.envelope["description"].clone()))
+        };
+        let (status, description) = refused(Version::HTTP_11, &[]).unwrap();
+        assert_eq!(status, 400);
+        assert_eq!(description, "The request has no Host header.");
+        assert_eq!(refused(Version::HTTP_11, &["t"]), None);
+        // HTTP/1.0 may leave it out; HTTP/2 names its host in `:authority`.
+        assert_eq!(refused(Version::HTTP_10, &[]), None);
+        assert_eq!(refused(Version::HTTP_2, &[]), None);
+    }
+
+    #[test]
+    fn a_request_naming_no_host_is_given_the_upstreams() {
+        let up: SocketAddr = "10.0.0.7:8080".parse().unwrap();
+        let bare = request(http::Version::HTTP_10, b"/x", &[]);
+        assert_eq!(
+            fallback_host(&bare, Some(up), None).unwrap(),
+            "10.0.0.7:8080"
+        );
+        assert_eq!(
+            fallback_host(&bare, Some(up), Some("tachi.internal")).unwrap(),
+            "tachi.internal"
+        );
+        assert_eq!(fallback_host(&bare, None, None), None);
+        // A request that names its host keeps it, in a header or in its target.
+        let named = request(http::Version::HTTP_10, b"/x", &["t"]);
+        assert_eq!(fallback_host(&named, Some(up), None), None);
+        let absolute = request(http::Version::HTTP_10, b"http://b.example/x", &[]);
+        assert_eq!(fallback_host(&absolute, Some(up), None), None);
+    }
 
     #[test]
     fn editing_headers_keeps_the_rest_of_the_request() {

@@ -63,6 +63,47 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     assert_eq!(echoed_headers(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
 }
 
+/// RFC 9112 §3.2: HTTP/1.1 requires `Host`, so a request without one is the
+/// gate's to refuse (in JSON, before any upstream sees it); HTTP/1.0 may
+/// leave it out, and is forwarded with the upstream's own name, since the
+/// gate speaks HTTP/1.1 upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_host_is_refused_in_http_1_1_and_given_one_in_http_1_0() {
+    let gate = TestGate::start("").await;
+    for path in ["/api/v1/users/1", "/api/v1/oauth/token"] {
+        let req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let r = raw_request(gate.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.head);
+        assert_eq!(
+            r.json(),
+            json!({"success": false, "description": "The request has no Host header."})
+        );
+    }
+
+    // Two are refused too (by Pingora's parser, which sends no body).
+    let two = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: t\r\nHost: u\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_request(gate.addr, two).await.status, 400);
+
+    let host_upstream_saw = |req: &'static [u8]| async move {
+        let r = raw_request(gate.addr, req).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        echoed_headers(&r.json(), "host")
+    };
+    assert_eq!(
+        host_upstream_saw(b"GET /api/v1/users/1 HTTP/1.0\r\n\r\n").await,
+        vec![gate.upstream.addr.to_string()]
+    );
+    // A request that names its host keeps it.
+    assert_eq!(
+        host_upstream_saw(b"GET /api/v1/users/1 HTTP/1.0\r\nHost: t\r\n\r\n").await,
+        vec!["t"]
+    );
+    assert_eq!(
+        host_upstream_saw(b"GET http://b.example/api/v1/users/1 HTTP/1.0\r\n\r\n").await,
+        vec!["b.example"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_errors_use_tachis_messages() {
     let gate = TestGate::start("").await;
