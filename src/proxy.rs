@@ -49,11 +49,15 @@ fn missing_host(header: &RequestHeader) -> Option<Reply> {
 /// Like a reverse proxy's usual default, the value is the upstream's own
 /// name: its TLS name if one is set, else the address connected to.
 fn fallback_host(
+    downstream: http::Version,
     req: &RequestHeader,
     upstream: Option<SocketAddr>,
     sni: Option<&str>,
 ) -> Option<HeaderValue> {
-    if req.headers.contains_key(http::header::HOST)
+    // HTTP/1.1 requests have a Host (see `missing_host`), and Pingora gives
+    // HTTP/2 ones theirs from `:authority`.
+    if downstream != http::Version::HTTP_10
+        || req.headers.contains_key(http::header::HOST)
         || req.uri.authority().is_some()
         || raw_target_authority(req.raw_path()).authority().is_some()
     {
@@ -407,7 +411,7 @@ impl ProxyHttp for GateProxy {
         let hide = self.app.config.gate.hide_credentials;
         let config = &self.app.config.upstream;
         let sni = config.sni.as_deref().filter(|_| config.tls);
-        let host = fallback_host(upstream, ctx.upstream, sni);
+        let host = fallback_host(session.req_header().version, upstream, ctx.upstream, sni);
         edit_headers(upstream, |headers| {
             if let Some(host) = host {
                 headers.insert(http::header::HOST, host);
@@ -606,21 +610,26 @@ mod tests {
     #[test]
     fn a_request_naming_no_host_is_given_the_upstreams() {
         let up: SocketAddr = "10.0.0.7:8080".parse().unwrap();
-        let bare = request(http::Version::HTTP_10, b"/x", &[]);
+        let v10 = http::Version::HTTP_10;
+        let bare = request(v10, b"/x", &[]);
         assert_eq!(
-            fallback_host(&bare, Some(up), None).unwrap(),
+            fallback_host(v10, &bare, Some(up), None).unwrap(),
             "10.0.0.7:8080"
         );
         assert_eq!(
-            fallback_host(&bare, Some(up), Some("tachi.internal")).unwrap(),
+            fallback_host(v10, &bare, Some(up), Some("tachi.internal")).unwrap(),
             "tachi.internal"
         );
-        assert_eq!(fallback_host(&bare, None, None), None);
+        assert_eq!(fallback_host(v10, &bare, None, None), None);
         // A request that names its host keeps it, in a header or in its target.
-        let named = request(http::Version::HTTP_10, b"/x", &["t"]);
-        assert_eq!(fallback_host(&named, Some(up), None), None);
-        let absolute = request(http::Version::HTTP_10, b"http://b.example/x", &[]);
-        assert_eq!(fallback_host(&absolute, Some(up), None), None);
+        let named = request(v10, b"/x", &["t"]);
+        assert_eq!(fallback_host(v10, &named, Some(up), None), None);
+        let absolute = request(v10, b"http://b.example/x", &[]);
+        assert_eq!(fallback_host(v10, &absolute, Some(up), None), None);
+        // Only HTTP/1.0 comes without a host.
+        for v in [http::Version::HTTP_11, http::Version::HTTP_2] {
+            assert_eq!(fallback_host(v, &bare, Some(up), None), None, "{v:?}");
+        }
     }
 
     #[test]
