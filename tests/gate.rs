@@ -31,7 +31,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     let (key, client, _) = gate.issue_key(4, &["submit_score"]).await;
     let spoof = "X-Tachi-User-ID: 1\r\nx-tachi-user-id: 2\r\nX-TACHI-PERMISSIONS: delete_score\r\n\
                  x-Tachi-Client-Id: CIevil\r\nX-Tachi-Token-ID: t\r\nx-tachi-token-id: u\r\n\
-                 X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n";
+                 X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+                 X-Forwarded-Host: evil.example\r\nX_Forwarded_Port: 444\r\n";
 
     // As a guest: none of them arrive, and the forwarding headers are the gate's.
     let req =
@@ -47,6 +48,10 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     }
     assert_eq!(echoed_headers(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), vec!["http"]);
+    for h in ["x-forwarded-host", "x_forwarded_port"] {
+        assert!(echoed_headers(&echo, h).is_empty(), "{h} leaked: {echo}");
+    }
+    assert_eq!(echoed_headers(&echo, "host"), vec!["t"]);
 
     // With a key: exactly the gate's values, once each.
     let req = format!("GET /api/v1/users/1 HTTP/1.1\r\nHost: t\r\n{spoof}Authorization: Bearer {key}\r\nConnection: close\r\n\r\n");

@@ -99,21 +99,36 @@ pub fn forward_headers(
 }
 
 /// Inbound headers that could pass for the gate's word upstream: the identity
-/// headers in any case and with `_` for `-` (CGI-style servers merge the two),
-/// and forwarding headers other than the ones the gate sets afresh.
+/// headers, and every forwarding header (`X-Forwarded-*`, `Forwarded`,
+/// `X-Real-IP`), of which the gate sets `X-Forwarded-For` and
+/// `X-Forwarded-Proto` afresh. A client's `X-Forwarded-Host` would otherwise
+/// reach a framework that trusts its proxy (Express's `trust proxy`) as the
+/// site's own host name. Names match with `_` for `-` too, as CGI-style
+/// servers merge the two.
 pub fn spoofable_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
     headers
         .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            (n.starts_with("x-tachi") || n.starts_with("x_tachi")) && {
-                let dashed = n.replace('_', "-");
-                IDENTITY_HEADERS.contains(&dashed.as_str())
-            } || n == "forwarded"
-                || n == "x-real-ip"
-        })
+        .filter(|name| is_spoofable(name.as_str()))
         .cloned()
         .collect()
+}
+
+fn is_spoofable(name: &str) -> bool {
+    let is = |header: &str| name.len() == header.len() && starts_dashed(name, header);
+    if starts_dashed(name, "x-tachi-") {
+        return IDENTITY_HEADERS.iter().any(|h| is(h));
+    }
+    starts_dashed(name, "x-forwarded-") || is("forwarded") || is("x-real-ip")
+}
+
+/// Whether `name` begins with `prefix`, reading `_` in `name` as `-`. Both
+/// are lower case (header names are kept so).
+fn starts_dashed(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
 }
 
 /// The `realm` of the gate's `WWW-Authenticate` challenges.
@@ -410,6 +425,7 @@ mod tests {
             ("x-forwarded-for", "7.7.7.7"),
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
             ("accept", "*/*"),
         ] {
             h.append(
@@ -440,6 +456,7 @@ mod tests {
         assert_eq!(values(&h, "x-forwarded-for"), ["127.0.0.1"]);
         assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
         assert!(values(&h, "forwarded").is_empty());
+        assert!(values(&h, "x-forwarded-host").is_empty());
         assert!(values(&h, "authorization").is_empty());
         assert_eq!(values(&h, "host"), ["tachi"]);
         assert_eq!(values(&h, "accept"), ["*/*"]);
@@ -472,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn spoofable_headers_include_underscore_spellings() {
+    fn spoofable_headers_are_the_identity_and_forwarding_ones_in_either_spelling() {
         let mut h = HeaderMap::new();
         for name in [
             "x-tachi-user-id",
@@ -480,7 +497,14 @@ mod tests {
             "x-tachi-permissions",
             "forwarded",
             "x-real-ip",
+            "x_real_ip",
             "x-tachi-other",
+            "x-tachi-user-idx",
+            "x-forwarded-host",
+            "X_Forwarded_Port",
+            "x-forwarded-for",
+            "x-forwardedfor",
+            "x-real-ip-not",
             "accept",
         ] {
             h.append(
@@ -497,9 +521,13 @@ mod tests {
             names,
             vec![
                 "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-host",
                 "x-real-ip",
                 "x-tachi-permissions",
                 "x-tachi-user-id",
+                "x_forwarded_port",
+                "x_real_ip",
                 "x_tachi_user_id"
             ]
         );
