@@ -91,14 +91,23 @@ impl Upstreams {
         self.balancer.clone()
     }
 
-    /// The next healthy upstream, or `None` when every one is down.
+    /// The next healthy upstream, or `None` when every one is down. The
+    /// turns go round the healthy ones only, so that they share a down
+    /// upstream's requests evenly (passing its turns to the next in line, as
+    /// Pingora's round-robin does, would double that one's load).
     pub fn next(&self) -> Option<SocketAddr> {
         let Health { addrs, up } = &self.health;
-        let n = addrs.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| start.wrapping_add(i) % n)
-            .find(|&i| up[i].load(Ordering::Relaxed))
+        let healthy = |i: &usize| up[*i].load(Ordering::Relaxed);
+        let count = (0..addrs.len()).filter(healthy).count();
+        if count == 0 {
+            return None;
+        }
+        let k = self.turn.fetch_add(1, Ordering::Relaxed) % count;
+        // Should health change between the two passes, the first healthy one.
+        (0..addrs.len())
+            .filter(healthy)
+            .nth(k)
+            .or_else(|| (0..addrs.len()).find(healthy))
             .map(|i| addrs[i])
     }
 }
@@ -129,8 +138,8 @@ mod tests {
         let u = Upstreams::new(&[a, b, c], Some(Duration::from_secs(1))).unwrap();
         u.health.observe(&backend(b), false).await;
         let seen: Vec<_> = (0..6).map(|_| u.next().unwrap()).collect();
-        // b's turns pass to the next upstream, as in the balancer.
-        assert_eq!(seen, vec![a, c, c, a, c, c]);
+        // The healthy ones share b's turns.
+        assert_eq!(seen, vec![a, c, a, c, a, c]);
         u.health.observe(&backend(b), true).await;
         let seen: Vec<_> = (0..3).map(|_| u.next().unwrap()).collect();
         assert!(seen.contains(&b), "{seen:?}");
