@@ -47,7 +47,8 @@ fn missing_host(header: &RequestHeader) -> Option<Reply> {
 /// HTTP/1.0 request without `Host`, its target in origin form). Pingora
 /// forwards those as HTTP/1.1 without `Host`, which an upstream must refuse.
 /// Like a reverse proxy's usual default, the value is the upstream's own
-/// name: its TLS name if one is set, else the address connected to.
+/// name: its TLS name if one is set (as for session lookups), else the
+/// address connected to.
 fn fallback_host(
     downstream: http::Version,
     req: &RequestHeader,
@@ -63,6 +64,9 @@ fn fallback_host(
     {
         return None;
     }
+    // An address as `sni` says nothing more than the address connected to,
+    // which also comes with its port (and an IPv6 one in brackets).
+    let sni = sni.filter(|n| n.parse::<IpAddr>().is_err());
     let name = match (sni, upstream) {
         (Some(name), _) => name.to_string(),
         (None, Some(addr)) => addr.to_string(),
@@ -621,6 +625,13 @@ mod tests {
             "tachi.internal"
         );
         assert_eq!(fallback_host(v10, &bare, None, None), None);
+        let v6: SocketAddr = "[::1]:8443".parse().unwrap();
+        for sni in [None, Some("::1"), Some("10.0.0.7")] {
+            assert_eq!(
+                fallback_host(v10, &bare, Some(v6), sni).unwrap(),
+                "[::1]:8443"
+            );
+        }
         // A request that names its host keeps it, in a header or in its target.
         let named = request(v10, b"/x", &["t"]);
         assert_eq!(fallback_host(v10, &named, Some(up), None), None);
