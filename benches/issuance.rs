@@ -3,10 +3,16 @@
 //! returns, beside this machine's serial fsync rate measured in the same run.
 //! Run: `cargo bench --bench issuance`.
 //!
-//! This measures the store's part of a token exchange (the atomic spend of
-//! the code plus the new key, and the flush + fsync before the answer), which
-//! is the part that costs disk time; HTTP and JSON add the same few
-//! microseconds at any concurrency.
+//! First it measures the store's part of a token exchange (the atomic spend
+//! of the code plus the new key, and the flush + fsync before the answer),
+//! the part that costs disk time.
+//!
+//! Then it measures the same exchanges end to end: the gate's release binary
+//! on a store holding the client and the codes, and 1, 8 and 32 HTTP
+//! clients (reqwest, in this process) each POSTing `/api/v1/oauth/token` in
+//! turn, every answer checked to be a 200 with a key. Clients and gate share
+//! this machine's cores, so it also reports each one's CPU time per
+//! exchange.
 //!
 //! Last, it measures a floor: the five writes an exchange makes, straight
 //! into sled as plain inserts, with no transaction, no reads and no flush.
@@ -16,6 +22,8 @@
 //! the disk.
 
 use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +117,133 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64)
     (rate, total as f64 / flushes as f64)
 }
 
+/// CPU time (user and system) that process `pid` ("self" for this one)
+/// has used so far, from `/proc`.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces; user and system time are the 12th and 13th of them.
+    let ticks: u64 = stat.rsplit_once(") ").map_or(0, |(_, rest)| {
+        rest.split(' ')
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    });
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// An end-to-end run: exchanges per second, and the CPU time per exchange
+/// of the gate and of the clients.
+struct HttpRun {
+    rate: f64,
+    gate_cpu: Duration,
+    clients_cpu: Duration,
+}
+
+/// Exchanges through the gate's HTTP API: `concurrency` clients, each
+/// sending `per_task` token requests one after another (on its own
+/// kept-alive connection), every answer checked.
+fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: usize) -> HttpRun {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let total = concurrency * per_task;
+    rt.block_on(async {
+        let store = Arc::new(SledStore::open(&path).unwrap());
+        store.insert_client(&client(), 10).await.unwrap();
+        let mut setup = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let store = store.clone();
+            setup.spawn(async move {
+                store
+                    .insert_code(&digest(&format!("code-{i}")), &bench_code())
+                    .await
+                    .unwrap();
+            });
+        }
+        while setup.join_next().await.is_some() {}
+        Arc::into_inner(store).unwrap().close().unwrap();
+    });
+    // No rate limits (every request comes from one address), no admin
+    // listener, no access log; the upstream is never asked.
+    let config = dir.path().join("gate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nadmin_listen = \"\"\n[limits]\nenabled = false\n[log]\nlevel = \"error\"\n",
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", &addr.to_string(), "--upstream", "127.0.0.1:9"])
+        .arg("--data")
+        .arg(&path)
+        .env("TACHI_GATE_ADMIN_TOKEN", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_err() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the gate did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let url = format!("http://{addr}/api/v1/oauth/token");
+    let client_id = client().client_id;
+    let gate_pid = gate.id().to_string();
+    let cpu_before = (cpu_time(&gate_pid), cpu_time("self"));
+    let elapsed = rt.block_on(async {
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..concurrency {
+            // A client of its own per task: one connection each, kept alive.
+            let http = reqwest::Client::new();
+            let (url, client_id) = (url.clone(), client_id.clone());
+            tasks.spawn(async move {
+                for j in 0..per_task {
+                    let body = serde_json::json!({
+                        "client_id": client_id,
+                        "client_secret": "secret",
+                        "grant_type": "authorization_code",
+                        "code": format!("code-{}", t * per_task + j),
+                    });
+                    let resp = http.post(&url).json(&body).send().await.unwrap();
+                    let status = resp.status();
+                    let answer: serde_json::Value = resp.json().await.unwrap();
+                    assert!(
+                        status == 200 && answer["body"]["token"].is_string(),
+                        "{status} {answer}"
+                    );
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        started.elapsed()
+    });
+    let gate_cpu = cpu_time(&gate_pid).saturating_sub(cpu_before.0);
+    let clients_cpu = cpu_time("self").saturating_sub(cpu_before.1);
+    let _ = gate.kill();
+    let _ = gate.wait();
+    HttpRun {
+        rate: total as f64 / elapsed.as_secs_f64(),
+        gate_cpu: gate_cpu / total as u32,
+        clients_cpu: clients_cpu / total as u32,
+    }
+}
+
 /// The floor: exchanges per second when each is only its five sled writes
 /// (the spent code, the key, and its three index entries, with the record
 /// shapes and encodings the store uses), `total` of them into a fresh
@@ -183,6 +318,30 @@ fn main() {
         println!(
             "{concurrency:>12} {rate:>16.0} {:>14.2} {per_flush:>20.1}",
             rate / fsync
+        );
+    }
+    println!("through HTTP (the gate's binary; clients in this process):");
+    println!(
+        "{:>12} {:>16} {:>14} {:>22} {:>22}",
+        "concurrency",
+        "exchanges/s",
+        "× fsync rate",
+        "gate CPU µs/exchange",
+        "client CPU µs/exchange"
+    );
+    for (concurrency, per_task) in [(1, 1000), (8, 500), (32, 250)] {
+        // The median of three runs, by rate.
+        let mut runs: Vec<HttpRun> = (0..3)
+            .map(|_| http_exchanges(&rt, concurrency, per_task))
+            .collect();
+        runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let run = &runs[1];
+        println!(
+            "{concurrency:>12} {:>16.0} {:>14.2} {:>22.1} {:>22.1}",
+            run.rate,
+            run.rate / fsync,
+            run.gate_cpu.as_secs_f64() * 1e6,
+            run.clients_cpu.as_secs_f64() * 1e6
         );
     }
     // The same median of three, at the largest run's size.
