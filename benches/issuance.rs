@@ -135,6 +135,16 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
+/// A gate process, stopped when dropped (also when a check fails).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An end-to-end run: exchanges per second, and the CPU time per exchange
 /// of the gate and of the clients.
 struct HttpRun {
@@ -180,17 +190,19 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut gate = Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", &addr.to_string(), "--upstream", "127.0.0.1:9"])
-        .arg("--data")
-        .arg(&path)
-        .env("TACHI_GATE_ADMIN_TOKEN", "")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let gate = Running(
+        Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &addr.to_string(), "--upstream", "127.0.0.1:9"])
+            .arg("--data")
+            .arg(&path)
+            .env("TACHI_GATE_ADMIN_TOKEN", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let waiting = Instant::now();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_err() {
         assert!(
@@ -201,7 +213,7 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
     }
     let url = format!("http://{addr}/api/v1/oauth/token");
     let client_id = client().client_id;
-    let gate_pid = gate.id().to_string();
+    let gate_pid = gate.0.id().to_string();
     let cpu_before = (cpu_time(&gate_pid), cpu_time("self"));
     let elapsed = rt.block_on(async {
         let started = Instant::now();
@@ -235,8 +247,7 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
     });
     let gate_cpu = cpu_time(&gate_pid).saturating_sub(cpu_before.0);
     let clients_cpu = cpu_time("self").saturating_sub(cpu_before.1);
-    let _ = gate.kill();
-    let _ = gate.wait();
+    drop(gate);
     HttpRun {
         rate: total as f64 / elapsed.as_secs_f64(),
         gate_cpu: gate_cpu / total as u32,
