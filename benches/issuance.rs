@@ -22,8 +22,7 @@
 //! the disk.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,9 @@ use tachi_gate::store::{
     digest, key_index_entries, now_ms, ClientRecord, CodeRecord, KeyRecord, Redemption, SledStore,
     Store,
 };
+
+#[path = "support/mod.rs"]
+mod support;
 
 // The allocator of the gate's binary, so that the store runs as it does there.
 #[global_allocator]
@@ -76,13 +78,11 @@ fn bench_code() -> CodeRecord {
     }
 }
 
-/// Exchanges per second, and how many exchanges shared each flush.
-async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+/// A store at `path` holding the bench's client and `total` codes,
+/// `code-0` onwards (made concurrently, so that setting up is quick too).
+async fn store_with_codes(path: &Path, total: usize) -> Arc<SledStore> {
+    let store = Arc::new(SledStore::open(path).unwrap());
     store.insert_client(&client(), 10).await.unwrap();
-    // Codes, made concurrently so that setting up is quick too.
-    let total = concurrency * per_task;
     let mut setup = tokio::task::JoinSet::new();
     for i in 0..total {
         let store = store.clone();
@@ -94,6 +94,14 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64)
         });
     }
     while setup.join_next().await.is_some() {}
+    store
+}
+
+/// Exchanges per second, and how many exchanges shared each flush.
+async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let total = concurrency * per_task;
+    let store = store_with_codes(&dir.path().join("store"), total).await;
 
     let flushes_before = store.flush_count();
     let started = Instant::now();
@@ -135,16 +143,6 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
-/// A gate process, stopped when dropped (also when a check fails).
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// An end-to-end run: exchanges per second, and the CPU time per exchange
 /// of the gate and of the clients.
 struct HttpRun {
@@ -161,19 +159,7 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
     let path = dir.path().join("store");
     let total = concurrency * per_task;
     rt.block_on(async {
-        let store = Arc::new(SledStore::open(&path).unwrap());
-        store.insert_client(&client(), 10).await.unwrap();
-        let mut setup = tokio::task::JoinSet::new();
-        for i in 0..total {
-            let store = store.clone();
-            setup.spawn(async move {
-                store
-                    .insert_code(&digest(&format!("code-{i}")), &bench_code())
-                    .await
-                    .unwrap();
-            });
-        }
-        while setup.join_next().await.is_some() {}
+        let store = store_with_codes(&path, total).await;
         Arc::into_inner(store).unwrap().close().unwrap();
     });
     // No rate limits (every request comes from one address), no admin
@@ -184,33 +170,9 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
         "[server]\nadmin_listen = \"\"\n[limits]\nenabled = false\n[log]\nlevel = \"error\"\n",
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let gate = Running(
-        Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &addr.to_string(), "--upstream", "127.0.0.1:9"])
-            .arg("--data")
-            .arg(&path)
-            .env("TACHI_GATE_ADMIN_TOKEN", "")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let waiting = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_err() {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(60),
-            "the gate did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let addr = support::free_addr();
+    let gate = support::start_gate(addr, &path, &["--config".as_ref(), config.as_ref()]);
+    support::wait_until_listening(addr, Duration::from_secs(60));
     let url = format!("http://{addr}/api/v1/oauth/token");
     let client_id = client().client_id;
     let gate_pid = gate.0.id().to_string();

@@ -2,12 +2,13 @@
 //! `tachi-gate` binary with 10⁴, 10⁵ and 10⁶ stored keys.
 //! Run: `cargo bench --bench scale`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -65,40 +66,14 @@ fn main() {
             store.close().unwrap();
         }
         let size = dir_size(&path) as f64 / (1024.0 * 1024.0);
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = support::free_addr();
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--upstream",
-                "127.0.0.1:9",
-                "--data",
-            ])
-            .arg(&path)
-            .env("RUST_LOG", "off")
-            .env("TACHI_GATE_ADMIN_TOKEN", "")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the gate did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let gate = support::start_gate(addr, &path, &[]);
+        support::wait_until_listening(addr, Duration::from_secs(120));
         let startup = started.elapsed();
         std::thread::sleep(Duration::from_millis(500));
-        let rss = rss_kib(child.id()) as f64 / 1024.0;
-        let _ = child.kill();
-        let _ = child.wait();
+        let rss = rss_kib(gate.0.id()) as f64 / 1024.0;
+        drop(gate);
         println!(
             "{n:>9} {size:>12.1} {:>12.0} {rss:>12.1}",
             startup.as_secs_f64() * 1000.0
