@@ -22,6 +22,7 @@
 //! the disk.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +32,8 @@ use tachi_gate::store::{
     Store,
 };
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 // The allocator of the gate's binary, so that the store runs as it does there.
 #[global_allocator]
@@ -159,8 +160,7 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
     let path = dir.path().join("store");
     let total = concurrency * per_task;
     rt.block_on(async {
-        let store = store_with_codes(&path, total).await;
-        Arc::into_inner(store).unwrap().close().unwrap();
+        store_with_codes(&path, total).await.close().unwrap();
     });
     // No rate limits (every request comes from one address), no admin
     // listener, no access log; the upstream is never asked.
@@ -170,9 +170,12 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
         "[server]\nadmin_listen = \"\"\n[limits]\nenabled = false\n[log]\nlevel = \"error\"\n",
     )
     .unwrap();
-    let addr = support::free_addr();
-    let gate = support::start_gate(addr, &path, &["--config".as_ref(), config.as_ref()]);
-    support::wait_until_listening(addr, Duration::from_secs(60));
+    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let gate = common::spawn_gate_binary(addr, &path, &["--config".as_ref(), config.as_ref()]);
+    assert!(
+        common::wait_for_port(addr, Duration::from_secs(60)),
+        "the gate did not start"
+    );
     let url = format!("http://{addr}/api/v1/oauth/token");
     let client_id = client().client_id;
     let gate_pid = gate.0.id().to_string();

@@ -2,13 +2,14 @@
 //! `tachi-gate` binary with 10⁴, 10⁵ and 10⁶ stored keys.
 //! Run: `cargo bench --bench scale`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -66,10 +67,13 @@ fn main() {
             store.close().unwrap();
         }
         let size = dir_size(&path) as f64 / (1024.0 * 1024.0);
-        let addr = support::free_addr();
+        let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
         let started = Instant::now();
-        let gate = support::start_gate(addr, &path, &[]);
-        support::wait_until_listening(addr, Duration::from_secs(120));
+        let gate = common::spawn_gate_binary(addr, &path, &[]);
+        assert!(
+            common::wait_for_port(addr, Duration::from_secs(120)),
+            "the gate did not start"
+        );
         let startup = started.elapsed();
         std::thread::sleep(Duration::from_millis(500));
         let rss = rss_kib(gate.0.id()) as f64 / 1024.0;

@@ -255,7 +255,8 @@ pub fn wait_for_port(addr: SocketAddr, within: Duration) -> bool {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Fine enough for the scale bench, which times start-up with it.
+        std::thread::sleep(Duration::from_millis(5));
     }
     false
 }
@@ -517,7 +518,6 @@ pub async fn scrape(gate: &TestGate, base: &str) -> String {
 }
 
 /// Reads one HTTP/1.1 answer with a Content-Length from a kept-alive socket.
-#[allow(dead_code)] // not every test binary reads raw answers
 pub async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
@@ -545,7 +545,6 @@ pub async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
 
 /// Sends `GET /x` `times` times on a kept-alive connection, expecting a 200
 /// each time.
-#[allow(dead_code)] // not every test binary uses raw connections
 pub async fn get_kept_alive(s: &mut tokio::net::TcpStream, times: usize) {
     use tokio::io::AsyncWriteExt;
     for _ in 0..times {
@@ -555,4 +554,34 @@ pub async fn get_kept_alive(s: &mut tokio::net::TcpStream, times: usize) {
         let answer = read_answer(s).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
+}
+
+/// The gate's binary, started by [`spawn_gate_binary`]; stopped when
+/// dropped, also when a check fails.
+pub struct GateBinary(pub std::process::Child);
+
+impl Drop for GateBinary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the gate's binary on `addr` with its store at `data` and the
+/// `extra` arguments: no admin token, no log, output discarded. Its upstream
+/// is a port nothing answers on, for callers that never need one (the
+/// benches).
+pub fn spawn_gate_binary(addr: SocketAddr, data: &Path, extra: &[&std::ffi::OsStr]) -> GateBinary {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
+        .args(["--listen", &addr.to_string(), "--upstream", "127.0.0.1:9"])
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "off")
+        .env("TACHI_GATE_ADMIN_TOKEN", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    GateBinary(child)
 }
