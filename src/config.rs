@@ -197,6 +197,17 @@ pub struct UpstreamConfig {
     pub health_check: Option<Duration>,
 }
 
+impl UpstreamConfig {
+    /// The name the upstream is known by: its TLS name, when TLS is on and
+    /// `sni` names a host. An address as `sni` says nothing more than the
+    /// address connected to.
+    pub fn tls_name(&self) -> Option<&str> {
+        self.sni
+            .as_deref()
+            .filter(|name| self.tls && name.parse::<std::net::IpAddr>().is_err())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     pub status_path: String,

@@ -17,6 +17,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::{ApiRequest, App};
 use crate::body::{BodyError, MAX_BODY_BYTES};
+use crate::config::UpstreamConfig;
 use crate::gate::{self, Identity, Rejection};
 use crate::reply::{Reply, JSON_CONTENT_TYPE};
 use crate::routes;
@@ -47,13 +48,13 @@ fn missing_host(header: &RequestHeader) -> Option<Reply> {
 /// HTTP/1.0 request without `Host`, its target in origin form). Pingora
 /// forwards those as HTTP/1.1 without `Host`, which an upstream must refuse.
 /// Like a reverse proxy's usual default, the value is the upstream's own
-/// name: its TLS name if one is set (as for session lookups), else the
-/// address connected to.
+/// name: its TLS name if it has one (as for session lookups), else the
+/// address connected to, `upstream`.
 fn fallback_host(
     downstream: http::Version,
     req: &RequestHeader,
     upstream: Option<SocketAddr>,
-    sni: Option<&str>,
+    config: &UpstreamConfig,
 ) -> Option<HeaderValue> {
     // HTTP/1.1 requests have a Host (see `missing_host`), and Pingora gives
     // HTTP/2 ones theirs from `:authority`.
@@ -64,10 +65,7 @@ fn fallback_host(
     {
         return None;
     }
-    // An address as `sni` says nothing more than the address connected to,
-    // which also comes with its port (and an IPv6 one in brackets).
-    let sni = sni.filter(|n| n.parse::<IpAddr>().is_err());
-    let name = match (sni, upstream) {
+    let name = match (config.tls_name(), upstream) {
         (Some(name), _) => name.to_string(),
         (None, Some(addr)) => addr.to_string(),
         (None, None) => return None,
@@ -413,9 +411,12 @@ impl ProxyHttp for GateProxy {
         let ip = client_ip(session).map(ip_header_value);
         let proto = if is_tls(session) { "https" } else { "http" };
         let hide = self.app.config.gate.hide_credentials;
-        let config = &self.app.config.upstream;
-        let sni = config.sni.as_deref().filter(|_| config.tls);
-        let host = fallback_host(session.req_header().version, upstream, ctx.upstream, sni);
+        let host = fallback_host(
+            session.req_header().version,
+            upstream,
+            ctx.upstream,
+            &self.app.config.upstream,
+        );
         edit_headers(upstream, |headers| {
             if let Some(host) = host {
                 headers.insert(http::header::HOST, host);
@@ -583,8 +584,10 @@ fn ip_header_value(ip: IpAddr) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::{edit_headers, fallback_host, ip_header_value, missing_host};
+    use crate::config::UpstreamConfig;
     use pingora::http::RequestHeader;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Duration;
 
     fn request(version: http::Version, target: &[u8], hosts: &[&str]) -> RequestHeader {
         let mut req = RequestHeader::build("GET", target, None).unwrap();
@@ -613,33 +616,43 @@ mod tests {
 
     #[test]
     fn a_request_naming_no_host_is_given_the_upstreams() {
+        // An upstream over TLS, known by `sni`.
+        let tls = |sni: Option<&str>| UpstreamConfig {
+            addrs: vec![],
+            tls: true,
+            sni: sni.map(str::to_string),
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            health_check: None,
+        };
         let up: SocketAddr = "10.0.0.7:8080".parse().unwrap();
         let v10 = http::Version::HTTP_10;
         let bare = request(v10, b"/x", &[]);
         assert_eq!(
-            fallback_host(v10, &bare, Some(up), None).unwrap(),
+            fallback_host(v10, &bare, Some(up), &tls(None)).unwrap(),
             "10.0.0.7:8080"
         );
         assert_eq!(
-            fallback_host(v10, &bare, Some(up), Some("tachi.internal")).unwrap(),
+            fallback_host(v10, &bare, Some(up), &tls(Some("tachi.internal"))).unwrap(),
             "tachi.internal"
         );
-        assert_eq!(fallback_host(v10, &bare, None, None), None);
+        assert_eq!(fallback_host(v10, &bare, None, &tls(None)), None);
         let v6: SocketAddr = "[::1]:8443".parse().unwrap();
         for sni in [None, Some("::1"), Some("10.0.0.7")] {
             assert_eq!(
-                fallback_host(v10, &bare, Some(v6), sni).unwrap(),
+                fallback_host(v10, &bare, Some(v6), &tls(sni)).unwrap(),
                 "[::1]:8443"
             );
         }
         // A request that names its host keeps it, in a header or in its target.
         let named = request(v10, b"/x", &["t"]);
-        assert_eq!(fallback_host(v10, &named, Some(up), None), None);
+        assert_eq!(fallback_host(v10, &named, Some(up), &tls(None)), None);
         let absolute = request(v10, b"http://b.example/x", &[]);
-        assert_eq!(fallback_host(v10, &absolute, Some(up), None), None);
+        assert_eq!(fallback_host(v10, &absolute, Some(up), &tls(None)), None);
         // Only HTTP/1.0 comes without a host.
         for v in [http::Version::HTTP_11, http::Version::HTTP_2] {
-            assert_eq!(fallback_host(v, &bare, Some(up), None), None, "{v:?}");
+            assert_eq!(fallback_host(v, &bare, Some(up), &tls(None)), None, "{v:?}");
         }
     }
 

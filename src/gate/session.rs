@@ -55,13 +55,9 @@ impl Sessions {
             }
             // A named upstream is asked for by name (for SNI and the certificate),
             // connecting to the configured addresses.
-            if let Some(name) = upstream
-                .sni
-                .as_ref()
-                .filter(|n| n.parse::<std::net::IpAddr>().is_err())
-            {
+            if let Some(name) = upstream.tls_name() {
                 builder = builder.resolve_to_addrs(name, &upstream.addrs);
-                host = Some(name.clone());
+                host = Some(name.to_string());
             }
         }
         let http = builder
