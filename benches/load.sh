@@ -9,12 +9,14 @@
 # and p50/p99 latency (medians over rounds) and the ratios e/b and e/c, both
 # as ratios of those medians and as medians of the ratios within each round.
 #
-# Usage: benches/load.sh [SECONDS_PER_RUN=5] [ROUNDS=3]   (CONNS=32 to change connections)
+# Usage: benches/load.sh [SECONDS_PER_RUN=5] [ROUNDS=3]
+#   CONNS=32 to change connections, WORKERS="1 2" to change the worker counts run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 rounds=${2:-3}
 conns=${CONNS:-32}
+worker_counts=${WORKERS:-1 2}
 
 . benches/common.sh
 bench_setup wrk nginx
@@ -47,7 +49,7 @@ run() { # url [header]
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 printf "%-8s %-34s %12s %10s %10s\n" workers configuration "requests/s" "p50 µs" "p99 µs"
-for workers in 1 2; do
+for workers in $worker_counts; do
     nginx_conf "proxy$workers" "$workers" "
         upstream up { server 127.0.0.1:$UP; keepalive 64; }
         upstream auth { server 127.0.0.1:$AUTH; keepalive 64; }
