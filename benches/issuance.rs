@@ -178,7 +178,7 @@ fn http_exchanges(rt: &tokio::runtime::Runtime, concurrency: usize, per_task: us
     );
     let url = format!("http://{addr}/api/v1/oauth/token");
     let client_id = client().client_id;
-    let gate_pid = gate.0.id().to_string();
+    let gate_pid = gate.id().to_string();
     let cpu_before = (cpu_time(&gate_pid), cpu_time("self"));
     let elapsed = rt.block_on(async {
         let started = Instant::now();

@@ -76,7 +76,7 @@ fn main() {
         );
         let startup = started.elapsed();
         std::thread::sleep(Duration::from_millis(500));
-        let rss = rss_kib(gate.0.id()) as f64 / 1024.0;
+        let rss = rss_kib(gate.id()) as f64 / 1024.0;
         drop(gate);
         println!(
             "{n:>9} {size:>12.1} {:>12.0} {rss:>12.1}",

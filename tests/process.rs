@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,7 +16,7 @@ const CB: &str = "https://example.com/cb";
 
 /// A gate process; killed if the test ends without stopping it.
 struct Proc {
-    child: Child,
+    child: GateBinary,
     addr: std::net::SocketAddr,
 }
 
@@ -56,7 +56,10 @@ impl Proc {
             wait_for_port(addr, Duration::from_secs(20)),
             "gate process did not start"
         );
-        Proc { child, addr }
+        Proc {
+            child: GateBinary(child),
+            addr,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -77,13 +80,6 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("the gate did not exit within {within:?}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -511,7 +507,7 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
         cmd.spawn().unwrap()
     };
     let mut old = Proc {
-        child: start(false),
+        child: GateBinary(start(false)),
         addr,
     };
     assert!(wait_for_port(addr, Duration::from_secs(20)));
@@ -587,7 +583,7 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Killed on drop, should an assertion below fail.
     let new = Proc {
-        child: start(true),
+        child: GateBinary(start(true)),
         addr,
     };
     // The new process waits on the upgrade socket; hand over.

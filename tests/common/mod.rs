@@ -556,9 +556,23 @@ pub async fn get_kept_alive(s: &mut tokio::net::TcpStream, times: usize) {
     }
 }
 
-/// The gate's binary, started by [`spawn_gate_binary`]; stopped when
-/// dropped, also when a check fails.
+/// A running gate process (from [`spawn_gate_binary`], or a test's own
+/// `Command`): killed and reaped when dropped, also when a check fails, so
+/// that no gate outlives its test or bench.
 pub struct GateBinary(pub std::process::Child);
+
+impl std::ops::Deref for GateBinary {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GateBinary {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
 
 impl Drop for GateBinary {
     fn drop(&mut self) {
