@@ -28,6 +28,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, timeout, Instant, Sleep};
 
+use crate::head_check::{self, HeaderLines};
 use crate::reply::Reply;
 use crate::telemetry;
 
@@ -106,8 +107,16 @@ where
             shutting_down: false,
         };
         loop {
-            let head = receive_head(&mut stream, &mut waits, idle, self.limit, first).await?;
+            let (head, suspect) =
+                receive_head(&mut stream, &mut waits, idle, self.limit, first).await?;
             first = false;
+            if suspect {
+                // Boxed: the trial parse is rare, and its future is large.
+                if let Some(reply) = Box::pin(head_check::refusal(&head)).await {
+                    answer_and_close(&mut stream, &reply).await;
+                    return None;
+                }
+            }
             let mut session = ServerSession::new_http1(stream);
             match carried {
                 // The gate never turns pipelining on, so what is carried over
@@ -152,7 +161,8 @@ struct Waits<'a, S> {
 
 /// Reads one request head from `stream`: waits up to `idle` for its first
 /// byte, then up to `limit` for the rest. Returns the bytes read (the head and
-/// whatever followed it in the same reads), or `None` when the connection
+/// whatever followed it in the same reads) and whether the head is suspect
+/// ([`head_check`]), or `None` when the connection
 /// should close: the client went away or stayed idle, the service is shutting
 /// down while the client is idle (after [`FIRST_REQUEST_GRACE`] if it is a
 /// new connection, `first`), or the head was too slow (answered 408).
@@ -162,7 +172,7 @@ async fn receive_head<S: Future<Output = ()>>(
     idle: Duration,
     limit: Duration,
     first: bool,
-) -> Option<BytesMut> {
+) -> Option<(BytesMut, bool)> {
     let Waits {
         timer,
         shutdown,
@@ -204,7 +214,7 @@ async fn receive_head<S: Future<Output = ()>>(
     }
     let mut scan = HeadScan::default();
     if scan.complete(&buf) {
-        return Some(buf);
+        return Some((buf, scan.suspect()));
     }
     // The rest is due within `limit` of the first byte. A deadline earlier
     // than the timer's is re-filed in the wheel: only heads that arrive in
@@ -229,12 +239,14 @@ async fn receive_head<S: Future<Output = ()>>(
             break;
         }
     }
-    Some(buf)
+    Some((buf, scan.suspect()))
 }
 
 /// Finds the end of a request head as its bytes arrive, looking at each byte
 /// a bounded number of times: a client sending a long head in tiny pieces
-/// must not make the gate rescan it from the start on every read.
+/// must not make the gate rescan it from the start on every read. On the
+/// way it hands each header line to [`HeaderLines`], so that a head Pingora
+/// may refuse is known when it ends, without a second pass.
 #[derive(Debug, Default)]
 struct HeadScan {
     /// Where the request line starts, once a byte other than CR or LF came
@@ -242,6 +254,12 @@ struct HeadScan {
     start: Option<usize>,
     /// How much of the buffer earlier calls have looked at.
     scanned: usize,
+    /// Where the line now arriving starts, once the request line has ended.
+    line_start: Option<usize>,
+    /// Past the last newline whose line was handed on (earlier calls look
+    /// back a little, and must not hand a line on twice).
+    lines_done: usize,
+    lines: HeaderLines,
 }
 
 impl HeadScan {
@@ -270,19 +288,46 @@ impl HeadScan {
         let from = self.scanned.saturating_sub(2).max(start);
         let rest = &buf[from..];
         self.scanned = buf.len();
-        memchr::memchr_iter(b'\n', rest).any(|i| match rest.get(i + 1) {
-            Some(b'\n') => true,
-            Some(b'\r') => rest.get(i + 2) == Some(&b'\n'),
-            _ => false,
-        })
+        for i in memchr::memchr_iter(b'\n', rest) {
+            let newline = from + i;
+            if newline >= self.lines_done {
+                // The line this newline ends (none: it ends the request line).
+                if let Some(line_start) = self.line_start {
+                    self.lines.add(&buf[line_start..newline]);
+                }
+                self.line_start = Some(newline + 1);
+                self.lines_done = newline + 1;
+            }
+            let ends_head = match rest.get(i + 1) {
+                Some(b'\n') => true,
+                Some(b'\r') => rest.get(i + 2) == Some(&b'\n'),
+                _ => false,
+            };
+            if ends_head {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether Pingora's parser might refuse the head for its header lines
+    /// ([`HeaderLines::suspect`]); meaningful once [`Self::complete`].
+    fn suspect(&self) -> bool {
+        self.lines.suspect()
     }
 }
 
 /// Answers 408 on a connection whose request head did not arrive in time.
 async fn answer_too_slow(stream: &mut Stream) {
     telemetry::header_timeout();
-    let answer =
-        Reply::failure(408, "The request header was not received in time.").to_http1_closing();
+    let reply = Reply::failure(408, "The request header was not received in time.");
+    answer_and_close(stream, &reply).await;
+}
+
+/// Writes `reply` on a connection that no Pingora session has taken over,
+/// and closes it.
+async fn answer_and_close(stream: &mut Stream, reply: &Reply) {
+    let answer = reply.to_http1_closing();
     let write = async {
         stream.write_all(&answer).await?;
         stream.flush().await?;
@@ -334,6 +379,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn header_lines_are_seen_once_whatever_the_pieces() {
+        let heads: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\nHost: b\n\n",
+            b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: b\r\nHOST: a\r\nhOsT: a\r\n\r\n",
+        ];
+        for head in heads {
+            let expected = crate::head_check::suspect(head);
+            for step in 1..=5 {
+                let mut scan = HeadScan::default();
+                let end = (step..head.len() + step)
+                    .step_by(step)
+                    .map(|end| end.min(head.len()))
+                    .find(|&end| scan.complete(&head[..end]));
+                assert!(end.is_some(), "{}", head.escape_ascii());
+                assert_eq!(
+                    scan.suspect(),
+                    expected,
+                    "{} in steps of {step}",
+                    head.escape_ascii()
+                );
+            }
+        }
+        // The two ways agree on which of these are suspect.
+        let verdicts: Vec<bool> = heads
+            .iter()
+            .map(|h| crate::head_check::suspect(h))
+            .collect();
+        assert_eq!(verdicts, [true, false, true, false, true, true]);
     }
 
     #[test]

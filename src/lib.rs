@@ -9,6 +9,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod gate;
+pub mod head_check;
 pub mod head_deadline;
 pub mod import;
 pub mod limits;

@@ -85,9 +85,15 @@ async fn a_request_without_host_is_refused_in_http_1_1_and_given_one_in_http_1_0
         );
     }
 
-    // Two are refused too (by Pingora's parser, which sends no body).
-    let two = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: t\r\nHost: u\r\nConnection: close\r\n\r\n";
-    assert_eq!(raw_request(gate.addr, two).await.status, 400);
+    // Two are refused too, as Pingora's parser refuses them, and in JSON.
+    let two = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: t\r\nhost: u\r\n\r\n";
+    let r = raw_request(gate.addr, two).await;
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert_eq!(
+        r.json(),
+        json!({"success": false, "description": "The request header is malformed: multiple Host header fields."})
+    );
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
 
     let host_upstream_saw = |req: &'static [u8]| async move {
         let r = raw_request(gate.addr, req).await;
@@ -107,6 +113,62 @@ async fn a_request_without_host_is_refused_in_http_1_1_and_given_one_in_http_1_0
         host_upstream_saw(b"GET http://b.example/api/v1/users/1 HTTP/1.0\r\n\r\n").await,
         vec!["b.example"]
     );
+}
+
+/// Heads Pingora's parser refuses for their framing headers are answered in
+/// JSON, on every kind of route, and the connection closed; look-alikes that
+/// it accepts still reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
+    let gate = TestGate::start("").await;
+    for path in ["/api/v1/users/1", "/api/v1/oauth/token"] {
+        for (framing, reason) in [
+            (
+                "Content-Length: 2\r\nContent-Length: 3",
+                "invalid Content-Length header",
+            ),
+            ("Content-Length: 2, 3", "invalid Content-Length header"),
+            (
+                "Transfer-Encoding: gzip",
+                "non-chunked final Transfer-Encoding",
+            ),
+        ] {
+            let req = format!("POST {path} HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n{{}}");
+            let r = raw_request(gate.addr, req.as_bytes()).await;
+            assert_eq!(r.status, 400, "{path} {framing}: {}", r.head);
+            let description = format!("The request header is malformed: {reason}.");
+            assert_eq!(
+                r.json(),
+                json!({"success": false, "description": description})
+            );
+            assert_eq!(r.header("connection").as_deref(), Some("close"));
+        }
+    }
+    let r = raw_request(
+        gate.addr,
+        b"POST /api/v1/users/1 HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert!(
+        r.json()["description"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP/1.0"),
+        "{}",
+        r.json()
+    );
+
+    // Suspect-looking but well formed: equal lengths, and chunked bodies.
+    let forwarded = [
+        &b"POST /api/v1/users/1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\ncontent-length: 2\r\nConnection: close\r\n\r\n{}"[..],
+        b"POST /api/v1/users/1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    ];
+    for req in forwarded {
+        let r = raw_request(gate.addr, req).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.json()["body"], "{}", "{}", r.json());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

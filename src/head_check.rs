@@ -1,0 +1,207 @@
+//! Request heads that Pingora's HTTP/1 parser refuses, answered in JSON.
+//!
+//! Pingora answers a head it will not accept (two `Host` headers,
+//! `Content-Length` values that disagree or are not numbers, a
+//! `Transfer-Encoding` that cannot frame the body, too many headers) with a
+//! bare 400 and no body, before any of the proxy's callbacks run. SPEC §7
+//! wants every bad request answered in JSON, so the gate, which reads each
+//! head itself ([`crate::head_deadline`]), looks for these cases first.
+//!
+//! Two steps keep it exact and cheap. [`HeaderLines`] notes the headers
+//! these refusals are about as the head's lines are read; an ordinary request
+//! costs a look at the first byte of each line. Only a suspect head is then
+//! given to Pingora's own parser, on a copy in memory ([`refusal`]): the gate
+//! answers for it exactly when Pingora would refuse it, with no rules of its
+//! own to drift from Pingora's.
+
+use std::io::Cursor;
+
+use pingora::protocols::http::ServerSession;
+use pingora::ErrorType;
+
+use crate::reply::Reply;
+
+/// More header lines than this makes a head suspect. Pingora's parser
+/// accepts at most 256; below that it may still refuse for other reasons.
+const MANY_LINES: usize = 200;
+
+/// The header lines of one request head, as far as the refusals are
+/// concerned: fed each line as the head arrives, so that finding a suspect
+/// head costs no pass of its own (see [`crate::head_deadline`]).
+#[derive(Debug, Default)]
+pub struct HeaderLines {
+    hosts: u32,
+    lengths: u32,
+    lines: usize,
+    /// A `Transfer-Encoding`, or a `Content-Length` that is not plain digits.
+    odd_framing: bool,
+}
+
+impl HeaderLines {
+    /// One header line (after the request line, before the empty line), with
+    /// or without its CR.
+    pub fn add(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.lines += 1;
+        match line.first().map(|b| b | 0x20) {
+            Some(b'h') if has_name(line, b"host:") => self.hosts += 1,
+            Some(b'c') if has_name(line, b"content-length:") => {
+                self.lengths += 1;
+                let value = &line[b"content-length:".len()..];
+                if !value
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'\t'))
+                {
+                    self.odd_framing = true;
+                }
+            }
+            Some(b't') if has_name(line, b"transfer-encoding:") => self.odd_framing = true,
+            _ => {}
+        }
+    }
+
+    /// Whether Pingora's parser might refuse the head for these lines: more
+    /// than one `Host` or `Content-Length`, a `Content-Length` that is not
+    /// plain digits, any `Transfer-Encoding`, or very many lines. A head that
+    /// is not suspect may still be refused for other reasons (such as bytes a
+    /// header may not hold); Pingora answers those itself.
+    pub fn suspect(&self) -> bool {
+        self.odd_framing || self.hosts > 1 || self.lengths > 1 || self.lines > MANY_LINES
+    }
+}
+
+/// [`HeaderLines::suspect`] for a whole head at once (perhaps followed by
+/// body bytes), split into lines here.
+pub fn suspect(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let head = &buf[start..];
+    let mut lines = HeaderLines::default();
+    // The first line is the request line; the head ends at an empty line.
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        if line.is_empty() || line == b"\r" {
+            break;
+        }
+        lines.add(line);
+    }
+    lines.suspect()
+}
+
+/// Whether `line` starts with the header name `name` (lower case, with its
+/// colon), in any case.
+fn has_name(line: &[u8], name: &[u8]) -> bool {
+    line.get(..name.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(name))
+}
+
+/// The gate's JSON answer to a [`suspect`] head that Pingora's parser
+/// refuses, or `None` when it accepts it. The connection is to be closed
+/// after the answer, as Pingora would. The trial session makes this future
+/// large: callers that await it on every request should box it, so that it
+/// does not grow theirs.
+pub async fn refusal(head: &[u8]) -> Option<Reply> {
+    let mut trial = ServerSession::new_http1(Box::new(Cursor::new(head.to_vec())));
+    let e = trial.read_request().await.err()?;
+    if e.etype() != &ErrorType::InvalidHTTPHeader {
+        return None;
+    }
+    // Pingora's reasons are short phrases, except for a head it cannot parse
+    // at all, whose reason quotes the head: that stays out of the answer.
+    let reason = e
+        .context
+        .as_ref()
+        .map(|c| c.as_str())
+        .filter(|c| !c.starts_with("buf:") && c.len() <= 120);
+    let description = match reason {
+        Some(reason) => format!("The request header is malformed: {reason}."),
+        None => "The request header is malformed.".to_string(),
+    };
+    Some(Reply::failure(400, description))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{refusal, suspect};
+
+    #[test]
+    fn ordinary_heads_are_not_suspect() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k\r\nAccept: */*\r\n\r\n",
+            b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n{\"a\":\"b\"}",
+            b"GET / HTTP/1.1\nhost: a\nx-host: b\nhosts: c\n\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            // Body bytes after the head are not headers.
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\nHost: b\r\n\r\n",
+        ] {
+            assert!(!suspect(head), "{}", head.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn heads_pingora_may_refuse_are_suspect() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n"[..],
+            b"\r\nGET / HTTP/1.1\nhost: a\nHost: a\n\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            assert!(suspect(head), "{}", head.escape_ascii());
+        }
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..300 {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(suspect(&many));
+    }
+
+    /// Runs `refusal` to completion.
+    fn refused(head: &[u8]) -> Option<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        if !suspect(head) {
+            return None;
+        }
+        rt.block_on(refusal(head)).map(|r| {
+            assert_eq!(r.status, 400);
+            r.description().to_string()
+        })
+    }
+
+    #[test]
+    fn the_answer_follows_pingoras_verdict() {
+        let two_hosts = refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap();
+        assert!(two_hosts.contains("multiple Host"), "{two_hosts}");
+        let lengths = refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        )
+        .unwrap();
+        assert!(lengths.contains("Content-Length"), "{lengths}");
+        let http10_te =
+            refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").unwrap();
+        assert!(http10_te.contains("Transfer-Encoding"), "{http10_te}");
+        assert!(
+            refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").is_some()
+        );
+
+        // Suspect, but Pingora accepts these: the gate lets them through.
+        assert_eq!(
+            refused(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"
+            ),
+            None
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            None
+        );
+        // Not suspect: never parsed here, whatever Pingora makes of it.
+        assert_eq!(refused(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
+    }
+}
