@@ -36,8 +36,8 @@ use crate::telemetry;
 /// keep-alive default, which it also applies to a new connection.
 pub(crate) const KEEPALIVE_SECS: u64 = 60;
 
-/// Pingora's own cap on a request head; past it Pingora answers 400, so
-/// reading further here would only waste memory.
+/// Pingora's own cap on a request head; past it Pingora answers 400 without
+/// a body, so the gate answers 431 itself rather than read further.
 const MAX_HEAD_BYTES: usize = 1_048_575;
 
 /// How long a connection that has not yet sent a request may still take to
@@ -162,10 +162,10 @@ struct Waits<'a, S> {
 /// Reads one request head from `stream`: waits up to `idle` for its first
 /// byte, then up to `limit` for the rest. Returns the bytes read (the head and
 /// whatever followed it in the same reads) and whether the head is suspect
-/// ([`head_check`]), or `None` when the connection
-/// should close: the client went away or stayed idle, the service is shutting
-/// down while the client is idle (after [`FIRST_REQUEST_GRACE`] if it is a
-/// new connection, `first`), or the head was too slow (answered 408).
+/// ([`head_check`]), or `None` when the connection should close: the client
+/// went away or stayed idle, the service is shutting down while the client is
+/// idle (after [`FIRST_REQUEST_GRACE`] if it is a new connection, `first`),
+/// or the head was too slow (answered 408) or too long (answered 431).
 async fn receive_head<S: Future<Output = ()>>(
     stream: &mut Stream,
     waits: &mut Waits<'_, S>,
@@ -220,7 +220,12 @@ async fn receive_head<S: Future<Output = ()>>(
     // than the timer's is re-filed in the wheel: only heads that arrive in
     // pieces pay for that.
     timer.as_mut().reset(Instant::now() + limit);
-    while buf.len() <= MAX_HEAD_BYTES {
+    loop {
+        if buf.len() > MAX_HEAD_BYTES {
+            // Pingora would answer 400 without a body.
+            answer_and_close(stream, &Reply::headers_too_large()).await;
+            return None;
+        }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }

@@ -235,7 +235,7 @@ impl GateProxy {
     async fn decide(&self, header: &RequestHeader, ip: Option<IpAddr>, ctx: &mut Ctx) -> Step {
         let limits = &self.app.limits;
         if header_bytes(&header.headers) > MAX_HEADER_BYTES {
-            return Step::Refuse(Reply::failure(431, "The request headers are too large."));
+            return Step::Refuse(Reply::headers_too_large());
         }
         if let Some(reply) = missing_host(header) {
             return Step::Refuse(reply);

@@ -134,6 +134,12 @@ impl Reply {
         Reply::failure(503, "The gate's store is unavailable; try again shortly.")
     }
 
+    /// 431: request headers over the gate's limit, or a head too long for
+    /// Pingora's parser.
+    pub fn headers_too_large() -> Reply {
+        Reply::failure(431, "The request headers are too large.")
+    }
+
     /// 405 with the methods the route does allow.
     pub fn method_not_allowed(allowed: &'static str) -> Reply {
         Reply::failure(405, format!("This route only allows {allowed}.")).header("Allow", allowed)

@@ -199,6 +199,10 @@ async fn no_request_gets_a_5xx_and_the_gate_keeps_serving() {
     let long_path = format!("/api/v1/clients/{}", "A".repeat(8000));
     let huge_header = format!("X-Big: {}\r\n", "b".repeat(200_000));
     let many_headers: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
+    // A head that never ends, one byte past what Pingora's parser would take
+    // (exactly that much, so that the gate reads it all before answering).
+    let mut endless_head = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    endless_head.resize(1_048_576, b'b');
     // (request, expected status, JSON or not); 0 = the connection closed
     // without an answer. A head Pingora's parser cannot read at all is
     // answered by Pingora, without a body; every other answer is JSON.
@@ -213,6 +217,7 @@ async fn no_request_gets_a_5xx_and_the_gate_keeps_serving() {
         (format!("GET {long_path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes(), 404, JSON),
         (format!("GET /x HTTP/1.1\r\nHost: t\r\n{huge_header}Connection: close\r\n\r\n").into_bytes(), 431, JSON),
         (format!("GET /x HTTP/1.1\r\nHost: t\r\n{many_headers}Connection: close\r\n\r\n").into_bytes(), 400, JSON),
+        (endless_head, 431, JSON),
         (b"BREW /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(), 405, JSON),
         (b"GET /api/v1/clients/%ff%00 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(), 404, JSON),
         (b"GET /api/v1/users/me HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n".to_vec(), 401, JSON),
