@@ -1,21 +1,25 @@
 //! Request heads that Pingora's HTTP/1 parser refuses, answered in JSON.
 //!
-//! Pingora answers a head it will not accept (two `Host` headers,
+//! Pingora answers a head it will not accept for its headers (two `Host`
+//! headers, a `Host` that disagrees with an absolute-form target,
 //! `Content-Length` values that disagree or are not numbers, a
 //! `Transfer-Encoding` that cannot frame the body, too many headers) with a
 //! bare 400 and no body, before any of the proxy's callbacks run. SPEC §7
-//! wants every bad request answered in JSON, so the gate, which reads each
-//! head itself ([`crate::head_deadline`]), looks for these cases first.
+//! wants bad requests answered in JSON, so the gate, which reads each head
+//! itself ([`crate::head_deadline`]), looks for these cases first.
 //!
-//! Two steps keep it exact and cheap. [`HeaderLines`] notes the headers
-//! these refusals are about as the head's lines are read; an ordinary request
-//! costs a look at the first byte of each line. Only a suspect head is then
-//! given to Pingora's own parser, on a copy in memory ([`refusal`]): the gate
-//! answers for it exactly when Pingora would refuse it, with no rules of its
-//! own to drift from Pingora's.
+//! Two steps keep it exact and cheap. [`HeaderLines`] notes what these
+//! refusals are about as the head's lines are read; an ordinary request costs
+//! a look at the first byte of each line. Only a suspect head is then given
+//! to Pingora's own parser, on a session in memory that is handed the same
+//! bytes the same way as the real one ([`refusal`]): for a suspect head the
+//! gate's answer is Pingora's verdict, with no rules of its own to drift from
+//! Pingora's. Heads refused for anything else (bytes the parser cannot read)
+//! are still answered by Pingora, without a body.
 
 use std::io::Cursor;
 
+use bytes::BytesMut;
 use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 
@@ -33,41 +37,67 @@ pub struct HeaderLines {
     hosts: u32,
     lengths: u32,
     lines: usize,
-    /// A `Transfer-Encoding`, or a `Content-Length` that is not plain digits.
-    odd_framing: bool,
+    /// A request target that is not a path, a `Host` with userinfo, a
+    /// `Transfer-Encoding`, or a `Content-Length` that is not plain digits.
+    odd: bool,
 }
 
 impl HeaderLines {
+    /// The request line, with or without its CR. A target other than a path
+    /// (absolute-form, authority-form or `*`) is rare from clients, and
+    /// Pingora checks it against `Host`.
+    pub fn request_line(&mut self, line: &[u8]) {
+        let target = memchr::memchr(b' ', line).and_then(|space| line.get(space + 1));
+        if target != Some(&b'/') {
+            self.odd = true;
+        }
+    }
+
     /// One header line (after the request line, before the empty line), with
     /// or without its CR.
     pub fn add(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.lines += 1;
         match line.first().map(|b| b | 0x20) {
-            Some(b'h') if has_name(line, b"host:") => self.hosts += 1,
-            Some(b'c') if has_name(line, b"content-length:") => {
-                self.lengths += 1;
-                let value = &line[b"content-length:".len()..];
-                if !value
-                    .iter()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'\t'))
-                {
-                    self.odd_framing = true;
+            Some(b'h') if has_name(line, b"host:") => {
+                self.hosts += 1;
+                if memchr::memchr(b'@', line).is_some() {
+                    self.odd = true;
                 }
             }
-            Some(b't') if has_name(line, b"transfer-encoding:") => self.odd_framing = true,
+            Some(b'c') if has_name(line, b"content-length:") => {
+                self.lengths += 1;
+                if !plain_length(&line[b"content-length:".len()..]) {
+                    self.odd = true;
+                }
+            }
+            Some(b't') if has_name(line, b"transfer-encoding:") => self.odd = true,
             _ => {}
         }
     }
 
-    /// Whether Pingora's parser might refuse the head for these lines: more
-    /// than one `Host` or `Content-Length`, a `Content-Length` that is not
-    /// plain digits, any `Transfer-Encoding`, or very many lines. A head that
+    /// Whether Pingora's parser might refuse the head for these lines: a
+    /// request target that is not a path, more than one `Host` or
+    /// `Content-Length`, a `Host` with `@`, a `Content-Length` that is not a
+    /// plain number, any `Transfer-Encoding`, or very many lines. A head that
     /// is not suspect may still be refused for other reasons (such as bytes a
     /// header may not hold); Pingora answers those itself.
     pub fn suspect(&self) -> bool {
-        self.odd_framing || self.hosts > 1 || self.lengths > 1 || self.lines > MANY_LINES
+        self.odd || self.hosts > 1 || self.lengths > 1 || self.lines > MANY_LINES
     }
+}
+
+/// Whether a `Content-Length` value is one number that surely fits: 1 to 18
+/// digits between optional blanks.
+fn plain_length(value: &[u8]) -> bool {
+    let blank = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    let digits = &value[start..end];
+    (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
 }
 
 /// [`HeaderLines::suspect`] for a whole head at once (perhaps followed by
@@ -80,7 +110,9 @@ pub fn suspect(buf: &[u8]) -> bool {
     let head = &buf[start..];
     let mut lines = HeaderLines::default();
     // The first line is the request line; the head ends at an empty line.
-    for line in head.split(|&b| b == b'\n').skip(1) {
+    let mut split = head.split(|&b| b == b'\n');
+    lines.request_line(split.next().unwrap_or_default());
+    for line in split {
         if line.is_empty() || line == b"\r" {
             break;
         }
@@ -97,12 +129,16 @@ fn has_name(line: &[u8], name: &[u8]) -> bool {
 }
 
 /// The gate's JSON answer to a [`suspect`] head that Pingora's parser
-/// refuses, or `None` when it accepts it. The connection is to be closed
-/// after the answer, as Pingora would. The trial session makes this future
-/// large: callers that await it on every request should box it, so that it
-/// does not grow theirs.
+/// refuses, or `None` when it accepts it. `head` is the buffer the real
+/// session will be given as its prefix; the trial session is given a copy
+/// the same way, over a stream with nothing more to read, so that it parses
+/// exactly what the real one will. The connection is to be closed after the
+/// answer, as Pingora would. The trial session makes this future large:
+/// callers that await it on every request should box it, so that it does
+/// not grow theirs.
 pub async fn refusal(head: &[u8]) -> Option<Reply> {
-    let mut trial = ServerSession::new_http1(Box::new(Cursor::new(head.to_vec())));
+    let mut trial = ServerSession::new_http1(Box::new(Cursor::new(Vec::new())));
+    trial.set_pipelined_prefix(BytesMut::from(head));
     let e = trial.read_request().await.err()?;
     if e.etype() != &ErrorType::InvalidHTTPHeader {
         return None;
@@ -131,6 +167,7 @@ mod tests {
             &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k\r\nAccept: */*\r\n\r\n",
             b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n{\"a\":\"b\"}",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\t 123456789012345678 \r\n\r\n",
             b"GET / HTTP/1.1\nhost: a\nx-host: b\nhosts: c\n\n",
             b"GET / HTTP/1.0\r\n\r\n",
             // Body bytes after the head are not headers.
@@ -149,6 +186,12 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(suspect(head), "{}", head.escape_ascii());
         }
@@ -189,6 +232,23 @@ mod tests {
         assert!(
             refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").is_some()
         );
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+        ] {
+            assert!(refused(head).is_some(), "{}", head.escape_ascii());
+        }
+        // A request line too long for Pingora's first read, with a space its
+        // parser takes only after escaping the target, which needs the whole
+        // line: the trial is given the whole head at once, as the real
+        // session is, and accepts it.
+        let long = format!(
+            "GET /a b{} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "a".repeat(5000)
+        );
+        assert_eq!(refused(long.as_bytes()), None);
 
         // Suspect, but Pingora accepts these: the gate lets them through.
         assert_eq!(
@@ -201,6 +261,7 @@ mod tests {
             refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
             None
         );
+        assert_eq!(refused(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"), None);
         // Not suspect: never parsed here, whatever Pingora makes of it.
         assert_eq!(refused(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
     }

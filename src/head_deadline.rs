@@ -222,9 +222,7 @@ async fn receive_head<S: Future<Output = ()>>(
     timer.as_mut().reset(Instant::now() + limit);
     loop {
         if buf.len() > MAX_HEAD_BYTES {
-            // Pingora would answer 400 without a body.
-            answer_and_close(stream, &Reply::headers_too_large()).await;
-            return None;
+            break;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
@@ -244,6 +242,12 @@ async fn receive_head<S: Future<Output = ()>>(
             break;
         }
     }
+    // Past this Pingora refuses the buffer, whether or not its head ended in
+    // the last read, and answers 400 without a body.
+    if buf.len() > MAX_HEAD_BYTES {
+        answer_and_close(stream, &Reply::headers_too_large()).await;
+        return None;
+    }
     Some((buf, scan.suspect()))
 }
 
@@ -253,7 +257,7 @@ async fn receive_head<S: Future<Output = ()>>(
 /// way it hands each header line to [`HeaderLines`], so that a head Pingora
 /// may refuse is known when it ends, without a second pass.
 #[derive(Debug, Default)]
-struct HeadScan {
+pub struct HeadScan {
     /// Where the request line starts, once a byte other than CR or LF came
     /// (like the parser, empty lines before the request line are skipped).
     start: Option<usize>,
@@ -273,7 +277,7 @@ impl HeadScan {
     /// reading more: an empty line after the request line ends the head
     /// whether or not what precedes it parses (a malformed head is Pingora's
     /// to answer, with 400).
-    fn complete(&mut self, buf: &[u8]) -> bool {
+    pub fn complete(&mut self, buf: &[u8]) -> bool {
         let start = match self.start {
             Some(start) => start,
             None => {
@@ -296,9 +300,9 @@ impl HeadScan {
         for i in memchr::memchr_iter(b'\n', rest) {
             let newline = from + i;
             if newline >= self.lines_done {
-                // The line this newline ends (none: it ends the request line).
-                if let Some(line_start) = self.line_start {
-                    self.lines.add(&buf[line_start..newline]);
+                match self.line_start {
+                    Some(line_start) => self.lines.add(&buf[line_start..newline]),
+                    None => self.lines.request_line(&buf[start..newline]),
                 }
                 self.line_start = Some(newline + 1);
                 self.lines_done = newline + 1;
@@ -317,7 +321,7 @@ impl HeadScan {
 
     /// Whether Pingora's parser might refuse the head for its header lines
     /// ([`HeaderLines::suspect`]); meaningful once [`Self::complete`].
-    fn suspect(&self) -> bool {
+    pub fn suspect(&self) -> bool {
         self.lines.suspect()
     }
 }
@@ -388,13 +392,14 @@ mod tests {
 
     #[test]
     fn header_lines_are_seen_once_whatever_the_pieces() {
-        let heads: [&[u8]; 6] = [
+        let heads: [&[u8]; 7] = [
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"GET / HTTP/1.1\nHost: a\n\nHost: b\n\n",
             b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nX: b\r\nHOST: a\r\nhOsT: a\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for head in heads {
             let expected = crate::head_check::suspect(head);
@@ -418,7 +423,29 @@ mod tests {
             .iter()
             .map(|h| crate::head_check::suspect(h))
             .collect();
-        assert_eq!(verdicts, [true, false, true, false, true, true]);
+        assert_eq!(verdicts, [true, false, true, false, true, true, true]);
+
+        // Very many lines, counted once each whatever the pieces.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for lines in [200, 201] {
+            many.truncate(16);
+            for i in 0..lines {
+                many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+            }
+            many.extend_from_slice(b"\r\n");
+            for step in [1, 3, 4096] {
+                let mut scan = HeadScan::default();
+                let done = (step..many.len() + step)
+                    .step_by(step)
+                    .any(|end| scan.complete(&many[..end.min(many.len())]));
+                assert!(done);
+                assert_eq!(
+                    scan.suspect(),
+                    lines > 200,
+                    "{lines} lines in steps of {step}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -159,6 +159,25 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
         r.json()
     );
 
+    // A head arriving in pieces, on a kept-alive connection after a request
+    // that went through, is checked the same way.
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    get_kept_alive(&mut s, 1).await;
+    for piece in [
+        &b"GET /api/v1/users/1 HTTP/1.1\r\nHo"[..],
+        b"st: t\r\nX: 1\r",
+        b"\nhost",
+        b": u\r\n",
+        b"\r\n",
+    ] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let answer = read_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("multiple Host header fields"), "{answer}");
+
     // Suspect-looking but well formed: equal lengths, and chunked bodies.
     let forwarded = [
         &b"POST /api/v1/users/1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\ncontent-length: 2\r\nConnection: close\r\n\r\n{}"[..],

@@ -1,11 +1,13 @@
-//! The request-head check: the pass that finds suspect heads, and the trial
-//! parse that answers for those Pingora's parser refuses.
+//! The request-head check: the head scan that notes suspect lines as a head
+//! arrives in pieces, agreeing with the same check made on the whole head;
+//! and the trial parse, with Pingora's parser behind it, for suspect heads.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tachi_gate::head_check::{refusal, suspect};
+use tachi_gate::head_deadline::HeadScan;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -17,6 +19,19 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The first byte picks the size of the pieces the rest arrives in.
+    let Some((&step, data)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step % 16) + 1;
+    let mut scan = HeadScan::default();
+    let end = (step..data.len() + step)
+        .step_by(step)
+        .map(|end| end.min(data.len()))
+        .find(|&end| scan.complete(&data[..end]));
+    if let Some(end) = end {
+        assert_eq!(scan.suspect(), suspect(&data[..end]), "in pieces of {step}");
+    }
     if suspect(data) {
         if let Some(reply) = runtime().block_on(refusal(data)) {
             assert_eq!(reply.status, 400);
