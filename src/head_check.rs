@@ -1,21 +1,24 @@
 //! Request heads that Pingora's HTTP/1 parser refuses, answered in JSON.
 //!
-//! Pingora answers a head it will not accept for its headers (two `Host`
-//! headers, a `Host` that disagrees with an absolute-form target,
-//! `Content-Length` values that disagree or are not numbers, a
-//! `Transfer-Encoding` that cannot frame the body, too many headers) with a
-//! bare 400 and no body, before any of the proxy's callbacks run. SPEC §7
-//! wants bad requests answered in JSON, so the gate, which reads each head
-//! itself ([`crate::head_deadline`]), looks for these cases first.
+//! Pingora answers a head it will not accept (a request line it cannot read,
+//! a target other than a path that disagrees with `Host`, two `Host`
+//! headers or one with userinfo, `Content-Length` values that disagree or
+//! are not numbers, a `Transfer-Encoding` that cannot frame the body, too
+//! many headers) with a bare 400 and no body, before any of the proxy's
+//! callbacks run. SPEC §7 wants bad requests answered in JSON, so the gate,
+//! which reads each head itself ([`crate::head_deadline`]), looks for these
+//! cases first.
 //!
 //! Two steps keep it exact and cheap. [`HeaderLines`] notes what these
 //! refusals are about as the head's lines are read; an ordinary request costs
-//! a look at the first byte of each line. Only a suspect head is then given
-//! to Pingora's own parser, on a session in memory that is handed the same
-//! bytes the same way as the real one ([`refusal`]): for a suspect head the
-//! gate's answer is Pingora's verdict, with no rules of its own to drift from
-//! Pingora's. Heads refused for anything else (bytes the parser cannot read)
-//! are still answered by Pingora, without a body.
+//! a look at the first byte of each line and at the few lines named above.
+//! Only a suspect head is then given to Pingora's own parser, on a session in
+//! memory that is handed the same bytes the same way as the real one
+//! ([`refusal`]): for a suspect head the gate's answer is Pingora's verdict,
+//! with no rules of its own to drift from Pingora's. A head Pingora refuses
+//! that has none of these marks (a header line or a version it cannot read,
+//! after a request line with a path) is still answered by Pingora, without a
+//! body.
 
 use std::io::Cursor;
 
