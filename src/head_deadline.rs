@@ -220,10 +220,7 @@ async fn receive_head<S: Future<Output = ()>>(
     // than the timer's is re-filed in the wheel: only heads that arrive in
     // pieces pay for that.
     timer.as_mut().reset(Instant::now() + limit);
-    loop {
-        if buf.len() > MAX_HEAD_BYTES {
-            break;
-        }
+    while buf.len() <= MAX_HEAD_BYTES {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
