@@ -113,6 +113,7 @@ where
             if suspect {
                 // Boxed: the trial parse is rare, and its future is large.
                 if let Some(reply) = Box::pin(head_check::refusal(&head)).await {
+                    telemetry::head_refused();
                     answer_and_close(&mut stream, &reply).await;
                     return None;
                 }
@@ -242,6 +243,7 @@ async fn receive_head<S: Future<Output = ()>>(
     // Past this Pingora refuses the buffer, whether or not its head ended in
     // the last read, and answers 400 without a body.
     if buf.len() > MAX_HEAD_BYTES {
+        telemetry::head_refused();
         answer_and_close(stream, &Reply::headers_too_large()).await;
         return None;
     }

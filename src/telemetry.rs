@@ -118,6 +118,11 @@ lazy!(HEADER_TIMEOUTS: IntCounter = counter(
     "Connections answered 408 and closed because a request header arrived too slowly."
 ));
 
+lazy!(HEADS_REFUSED: IntCounter = counter(
+    "tachi_gate_heads_refused_total",
+    "Connections answered 400 or 431 and closed because Pingora's parser refuses their request head."
+));
+
 lazy!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
     "tachi_gate_rate_limited_total",
     "Requests refused with 429, by limit.",
@@ -138,6 +143,14 @@ pub fn header_timeout() {
     // Debug only: under a slowloris attack this happens thousands of times,
     // and the counter already tells the operator.
     log::debug!("a request header was not received in time; answered 408 and closed");
+}
+
+/// Records a request head refused before any route saw it (malformed or
+/// too long): such requests have no route class, so they are counted apart.
+pub fn head_refused() {
+    HEADS_REFUSED.inc();
+    // Debug only, like header timeouts: a flood would fill the log.
+    log::debug!("a request head was refused; answered and closed");
 }
 
 /// Records a new code.

@@ -120,7 +120,14 @@ async fn a_request_without_host_is_refused_in_http_1_1_and_given_one_in_http_1_0
 /// it accepts still reach the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
-    let gate = TestGate::start("").await;
+    let (gate, admin) = gate_with_admin("").await;
+    let refused = || async {
+        sample(
+            &scrape(&gate, &admin).await,
+            "tachi_gate_heads_refused_total",
+        )
+    };
+    let before = refused().await;
     for path in ["/api/v1/users/1", "/api/v1/oauth/token"] {
         for (framing, reason) in [
             (
@@ -177,6 +184,9 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
     let answer = read_answer(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("multiple Host header fields"), "{answer}");
+
+    // Eight refused above (the counter is shared with tests running beside).
+    assert!(refused().await >= before + 8.0);
 
     // Suspect-looking but well formed: equal lengths, and chunked bodies.
     let forwarded = [
