@@ -103,27 +103,6 @@ fn plain_length(value: &[u8]) -> bool {
     (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
 }
 
-/// [`HeaderLines::suspect`] for a whole head at once (perhaps followed by
-/// body bytes), split into lines here.
-pub fn suspect(buf: &[u8]) -> bool {
-    let start = buf
-        .iter()
-        .position(|b| !matches!(b, b'\r' | b'\n'))
-        .unwrap_or(buf.len());
-    let head = &buf[start..];
-    let mut lines = HeaderLines::default();
-    // The first line is the request line; the head ends at an empty line.
-    let mut split = head.split(|&b| b == b'\n');
-    lines.request_line(split.next().unwrap_or_default());
-    for line in split {
-        if line.is_empty() || line == b"\r" {
-            break;
-        }
-        lines.add(line);
-    }
-    lines.suspect()
-}
-
 /// Whether `line` starts with the header name `name` (lower case, with its
 /// colon), in any case.
 fn has_name(line: &[u8], name: &[u8]) -> bool {
@@ -131,14 +110,14 @@ fn has_name(line: &[u8], name: &[u8]) -> bool {
         .is_some_and(|start| start.eq_ignore_ascii_case(name))
 }
 
-/// The gate's JSON answer to a [`suspect`] head that Pingora's parser
-/// refuses, or `None` when it accepts it. `head` is the buffer the real
-/// session will be given as its prefix; the trial session is given a copy
-/// the same way, over a stream with nothing more to read, so that it parses
-/// exactly what the real one will. The connection is to be closed after the
-/// answer, as Pingora would. The trial session makes this future large:
-/// callers that await it on every request should box it, so that it does
-/// not grow theirs.
+/// The gate's JSON answer to a [suspect](HeaderLines::suspect) head that
+/// Pingora's parser refuses, or `None` when it accepts it. `head` is the
+/// buffer the real session will be given as its prefix; the trial session
+/// is given a copy the same way, over a stream with nothing more to read,
+/// so that it parses exactly what the real one will. The connection is to
+/// be closed after the answer, as Pingora would. The trial session makes
+/// this future large: callers that await it on every request should box
+/// it, so that it does not grow theirs.
 pub async fn refusal(head: &[u8]) -> Option<Reply> {
     let mut trial = ServerSession::new_http1(Box::new(Cursor::new(Vec::new())));
     trial.set_pipelined_prefix(BytesMut::from(head));
@@ -162,7 +141,13 @@ pub async fn refusal(head: &[u8]) -> Option<Reply> {
 
 #[cfg(test)]
 mod tests {
-    use super::{refusal, suspect};
+    use super::refusal;
+    use crate::head_deadline::HeadScan;
+
+    /// Whether `head` (whole) is suspect, as the gate's head scan finds it.
+    fn suspect(head: &[u8]) -> bool {
+        HeadScan::suspect_whole(head).expect("a whole head")
+    }
 
     #[test]
     fn ordinary_heads_are_not_suspect() {

@@ -262,11 +262,10 @@ pub struct HeadScan {
     start: Option<usize>,
     /// How much of the buffer earlier calls have looked at.
     scanned: usize,
-    /// Where the line now arriving starts, once the request line has ended.
+    /// Where the header line now arriving starts, once the request line has
+    /// ended: just past the last newline whose line was handed on (earlier
+    /// calls look back a little, and must not hand a line on twice).
     line_start: Option<usize>,
-    /// Past the last newline whose line was handed on (earlier calls look
-    /// back a little, and must not hand a line on twice).
-    lines_done: usize,
     lines: HeaderLines,
 }
 
@@ -298,13 +297,14 @@ impl HeadScan {
         self.scanned = buf.len();
         for i in memchr::memchr_iter(b'\n', rest) {
             let newline = from + i;
-            if newline >= self.lines_done {
+            let line_start = self.line_start.unwrap_or(start);
+            if newline >= line_start {
+                let line = &buf[line_start..newline];
                 match self.line_start {
-                    Some(line_start) => self.lines.add(&buf[line_start..newline]),
-                    None => self.lines.request_line(&buf[start..newline]),
+                    Some(_) => self.lines.add(line),
+                    None => self.lines.request_line(line),
                 }
                 self.line_start = Some(newline + 1);
-                self.lines_done = newline + 1;
             }
             let ends_head = match rest.get(i + 1) {
                 Some(b'\n') => true,
@@ -322,6 +322,13 @@ impl HeadScan {
     /// ([`HeaderLines::suspect`]); meaningful once [`Self::complete`].
     pub fn suspect(&self) -> bool {
         self.lines.suspect()
+    }
+
+    /// For a head that is already whole: `None` if `buf` holds no complete
+    /// head, else whether it is [suspect](Self::suspect).
+    pub fn suspect_whole(buf: &[u8]) -> Option<bool> {
+        let mut scan = HeadScan::default();
+        scan.complete(buf).then(|| scan.suspect())
     }
 }
 
@@ -401,7 +408,7 @@ mod tests {
             b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for head in heads {
-            let expected = crate::head_check::suspect(head);
+            let expected = HeadScan::suspect_whole(head).unwrap();
             for step in 1..=5 {
                 let mut scan = HeadScan::default();
                 let end = (step..head.len() + step)
@@ -417,10 +424,10 @@ mod tests {
                 );
             }
         }
-        // The two ways agree on which of these are suspect.
+        // Seen whole, these are suspect or not as expected.
         let verdicts: Vec<bool> = heads
             .iter()
-            .map(|h| crate::head_check::suspect(h))
+            .map(|h| HeadScan::suspect_whole(h).unwrap())
             .collect();
         assert_eq!(verdicts, [true, false, true, false, true, true, true]);
 

@@ -1,12 +1,12 @@
 //! The request-head check: the head scan that notes suspect lines as a head
-//! arrives in pieces, agreeing with the same check made on the whole head;
+//! arrives in pieces, agreeing with the same scan made on the whole head;
 //! and the trial parse, with Pingora's parser behind it, for suspect heads.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tachi_gate::head_check::{refusal, suspect};
+use tachi_gate::head_check::refusal;
 use tachi_gate::head_deadline::HeadScan;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -29,10 +29,12 @@ fuzz_target!(|data: &[u8]| {
         .step_by(step)
         .map(|end| end.min(data.len()))
         .find(|&end| scan.complete(&data[..end]));
-    if let Some(end) = end {
-        assert_eq!(scan.suspect(), suspect(&data[..end]), "in pieces of {step}");
-    }
-    if suspect(data) {
+    let Some(end) = end else {
+        return;
+    };
+    let whole = HeadScan::suspect_whole(&data[..end]);
+    assert_eq!(Some(scan.suspect()), whole, "in pieces of {step}");
+    if scan.suspect() {
         if let Some(reply) = runtime().block_on(refusal(data)) {
             assert_eq!(reply.status, 400);
         }
