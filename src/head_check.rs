@@ -1,6 +1,6 @@
 //! Request heads that Pingora's HTTP/1 parser refuses, answered in JSON.
 //!
-//! Pingora answers a head it will not accept (a request line it cannot read,
+//! Pingora answers a head it will not accept (bytes its parser cannot read,
 //! a target other than a path that disagrees with `Host`, two `Host`
 //! headers or one with userinfo, `Content-Length` values that disagree or
 //! are not numbers, a `Transfer-Encoding` that cannot frame the body, too
@@ -9,16 +9,15 @@
 //! which reads each head itself ([`crate::head_deadline`]), looks for these
 //! cases first.
 //!
-//! Two steps keep it exact and cheap. [`HeaderLines`] notes what these
-//! refusals are about as the head's lines are read; an ordinary request costs
-//! a look at the first byte of each line and at the few lines named above.
-//! Only a suspect head is then given to Pingora's own parser, on a session in
-//! memory that is handed the same bytes the same way as the real one
-//! ([`refusal`]): for a suspect head the gate's answer is Pingora's verdict,
-//! with no rules of its own to drift from Pingora's. A head Pingora refuses
-//! that has none of these marks (a header line or a version it cannot read,
-//! after a request line with a path) is still answered by Pingora, without a
-//! body.
+//! Two steps keep it exact. A head is first found suspect, cheaply: by
+//! [`HeaderLines`], which notes what Pingora's checks after parsing are
+//! about as the head's lines are read (a look at the first byte of each
+//! line, and at the few lines named above), and by [`unparsable`], the
+//! parser Pingora uses run over the whole head. Only a suspect head is then
+//! given to Pingora itself, on a session in memory handed the same bytes the
+//! same way as the real one ([`refusal`]): the gate's answer is Pingora's
+//! verdict, with no rules of its own to drift from Pingora's. The `heads`
+//! fuzz target checks that every head Pingora refuses is found suspect.
 
 use std::io::Cursor;
 
@@ -88,6 +87,27 @@ impl HeaderLines {
     pub fn suspect(&self) -> bool {
         self.odd || self.hosts > 1 || self.lengths > 1 || self.lines > MANY_LINES
     }
+}
+
+/// As many header slots as Pingora's parser gives a request head.
+const PARSER_HEADERS: usize = 256;
+
+/// Whether the HTTP/1 parser Pingora uses (httparse, with the same
+/// settings and room for as many headers) refuses `buf`, which holds a
+/// whole head and perhaps what followed it. This catches what the line
+/// marks cannot see cheaply: a header name or value with bytes a header
+/// may not hold, a line with no colon, a version other than HTTP/1.x, a
+/// method that is not a token. Pingora tries to mend some of these (by
+/// escaping a target with illegal bytes) before it refuses, so a head this
+/// flags is still only [suspect](HeaderLines::suspect): the verdict is
+/// [`refusal`]'s. The parse reads the head's bytes once, with vector
+/// instructions, and leaves the header slots uninitialised.
+pub fn unparsable(buf: &[u8]) -> bool {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; PARSER_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut request, buf, &mut slots)
+        .is_err()
 }
 
 /// Whether a `Content-Length` value is one number that surely fits: 1 to 18
@@ -189,6 +209,44 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert!(suspect(&many));
+    }
+
+    #[test]
+    fn heads_the_parser_cannot_read_are_suspect_and_refused() {
+        for head in [
+            // A space in a header name, a line with no colon, an empty name.
+            &b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n",
+            // A continuation line (obsolete line folding).
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  more\r\n\r\n",
+            // A control byte in a value, and a bare CR.
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x01b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+            // Versions other than HTTP/1.0 and 1.1, and a method not a token.
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n",
+            b"GET / FTP/1.1\r\nHost: a\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(suspect(head), "{}", head.escape_ascii());
+            let answer = refused(head);
+            assert_eq!(
+                answer.as_deref(),
+                Some("The request header is malformed."),
+                "{}",
+                head.escape_ascii()
+            );
+        }
+        // Bytes Pingora's parser takes: tabs and obs-text in values, any
+        // token as a method, names with the rarer token characters.
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\tb \xe9\r\n\r\n"[..],
+            b"PURGE / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX!#$%&'*+.^_`|~: 1\r\n\r\n",
+        ] {
+            assert!(!suspect(head), "{}", head.escape_ascii());
+        }
     }
 
     /// Runs `refusal` to completion.

@@ -215,7 +215,8 @@ async fn receive_head<S: Future<Output = ()>>(
     }
     let mut scan = HeadScan::default();
     if scan.complete(&buf) {
-        return Some((buf, scan.suspect()));
+        let suspect = scan.suspect(&buf);
+        return Some((buf, suspect));
     }
     // The rest is due within `limit` of the first byte. A deadline earlier
     // than the timer's is re-filed in the wheel: only heads that arrive in
@@ -247,7 +248,8 @@ async fn receive_head<S: Future<Output = ()>>(
         answer_and_close(stream, &Reply::headers_too_large()).await;
         return None;
     }
-    Some((buf, scan.suspect()))
+    let suspect = scan.suspect(&buf);
+    Some((buf, suspect))
 }
 
 /// Finds the end of a request head as its bytes arrive, looking at each byte
@@ -318,17 +320,18 @@ impl HeadScan {
         false
     }
 
-    /// Whether Pingora's parser might refuse the head for its header lines
-    /// ([`HeaderLines::suspect`]); meaningful once [`Self::complete`].
-    pub fn suspect(&self) -> bool {
-        self.lines.suspect()
+    /// Whether Pingora's parser might refuse the head in `buf`, for what its
+    /// lines say ([`HeaderLines::suspect`]) or for bytes the parser cannot
+    /// read ([`head_check::unparsable`]); meaningful once [`Self::complete`].
+    pub fn suspect(&self, buf: &[u8]) -> bool {
+        self.lines.suspect() || head_check::unparsable(buf)
     }
 
     /// For a head that is already whole: `None` if `buf` holds no complete
     /// head, else whether it is [suspect](Self::suspect).
     pub fn suspect_whole(buf: &[u8]) -> Option<bool> {
         let mut scan = HeadScan::default();
-        scan.complete(buf).then(|| scan.suspect())
+        scan.complete(buf).then(|| scan.suspect(buf))
     }
 }
 
@@ -415,9 +418,9 @@ mod tests {
                     .step_by(step)
                     .map(|end| end.min(head.len()))
                     .find(|&end| scan.complete(&head[..end]));
-                assert!(end.is_some(), "{}", head.escape_ascii());
+                let end = end.unwrap_or_else(|| panic!("{}", head.escape_ascii()));
                 assert_eq!(
-                    scan.suspect(),
+                    scan.suspect(&head[..end]),
                     expected,
                     "{} in steps of {step}",
                     head.escape_ascii()
@@ -446,7 +449,7 @@ mod tests {
                     .any(|end| scan.complete(&many[..end.min(many.len())]));
                 assert!(done);
                 assert_eq!(
-                    scan.suspect(),
+                    scan.suspect(&many),
                     lines > 200,
                     "{lines} lines in steps of {step}"
                 );

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 
 const POLICIES: &str = r#"
 [[gate.policy]]
@@ -198,6 +199,73 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
         assert_eq!(r.status, 200, "{}", r.head);
         assert_eq!(r.json()["body"], "{}", "{}", r.json());
     }
+}
+
+/// Heads with bytes the parser cannot read (SPEC §7): the same JSON 400 and
+/// closed connection, on a forwarded route and an own route, whole or in
+/// pieces on a kept-alive connection, and counted; the upstream sees none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_heads_get_a_json_400() {
+    let (gate, admin) = gate_with_admin("").await;
+    let refused = || async {
+        sample(
+            &scrape(&gate, &admin).await,
+            "tachi_gate_heads_refused_total",
+        )
+    };
+    let before = refused().await;
+    let status_calls = || gate.upstream.status_calls.load(Ordering::SeqCst);
+    for path in ["/api/v1/status", "/api/v1/oauth/token"] {
+        for line in [
+            "Bad Name: 1",
+            "no colon",
+            "X-A: a\x01b",
+            "X-A: 1\r\n folded",
+        ] {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{line}\r\n\r\n");
+            let r = raw_request(gate.addr, req.as_bytes()).await;
+            assert_eq!(r.status, 400, "{path} {line:?}: {}", r.head);
+            assert_eq!(
+                r.json(),
+                json!({"success": false, "description": "The request header is malformed."})
+            );
+            assert_eq!(r.header("connection").as_deref(), Some("close"));
+        }
+        let req = format!("GET {path} HTTP/1.2\r\nHost: t\r\n\r\n");
+        let r = raw_request(gate.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{}", r.head);
+        assert_eq!(r.json()["success"], false);
+    }
+
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    get_kept_alive(&mut s, 1).await;
+    for piece in [
+        &b"GET /api/v1/status HTTP/1.1\r\nHost: t\r\nX-"[..],
+        b"A B: 1\r",
+        b"\n\r\n",
+    ] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let answer = read_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("The request header is malformed."),
+        "{answer}"
+    );
+
+    // Eleven refused above (the counter is shared with tests running beside),
+    // and none reached the upstream.
+    assert!(refused().await >= before + 11.0);
+    assert_eq!(status_calls(), 0);
+    let r = raw_request(
+        gate.addr,
+        b"GET /api/v1/status HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(status_calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

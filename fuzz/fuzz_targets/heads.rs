@@ -1,6 +1,7 @@
 //! The request-head check: the head scan that notes suspect lines as a head
 //! arrives in pieces, agreeing with the same scan made on the whole head;
-//! and the trial parse, with Pingora's parser behind it, for suspect heads.
+//! and the trial parse, with Pingora's parser behind it: every head it
+//! refuses must have been found suspect.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -32,11 +33,19 @@ fuzz_target!(|data: &[u8]| {
     let Some(end) = end else {
         return;
     };
-    let whole = HeadScan::suspect_whole(&data[..end]);
-    assert_eq!(Some(scan.suspect()), whole, "in pieces of {step}");
-    if scan.suspect() {
-        if let Some(reply) = runtime().block_on(refusal(data)) {
-            assert_eq!(reply.status, 400);
-        }
+    // What had arrived when the head was found whole, as the gate has it.
+    let read = &data[..end];
+    let suspect = scan.suspect(read);
+    assert_eq!(Some(suspect), HeadScan::suspect_whole(read), "in pieces of {step}");
+    // Every head Pingora refuses is suspect, so the gate answers it in JSON;
+    // a head that is not suspect, Pingora accepts.
+    let verdict = runtime().block_on(refusal(read));
+    if let Some(reply) = &verdict {
+        assert_eq!(reply.status, 400);
     }
+    assert!(
+        suspect || verdict.is_none(),
+        "refused but not suspect: {}",
+        read.escape_ascii()
+    );
 });
