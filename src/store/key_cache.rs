@@ -1,12 +1,14 @@
 //! Decoded key records kept in memory, so that a request with a key costs a
 //! hash lookup rather than a sled read and a JSON decode.
 //!
-//! Correctness under revocation: every change that removes a key calls
-//! [`KeyCache::invalidate`] after its transaction and before it answers. A
-//! reader that missed records the cache's generation *before* reading the
-//! store, and may only fill the cache if no invalidation happened since. So
-//! a record read just before a revocation committed can never be cached
-//! after it, and once a revocation has answered, no request sees the key.
+//! Correctness under revocation: every change that removes keys calls
+//! [`KeyCache::forget`] with their digests after its transaction and before
+//! it answers. That drops those records and moves the cache's generation on.
+//! A reader that missed records the generation *before* reading the store,
+//! and may only fill the cache if it has not moved since. So a record read
+//! just before a revocation committed can never be cached after it, and once
+//! a revocation has answered, no request sees the key. Other keys' records
+//! stay: a revocation costs the keys in use no store reads.
 //!
 //! Only keys that exist are cached: they are digests of secrets an attacker
 //! does not hold, so a fast non-keyed hash is safe here.
@@ -72,13 +74,26 @@ impl KeyCache {
         inner.records.insert(key, record);
     }
 
-    /// Forgets every record; call after any change that removes keys.
-    pub fn invalidate(&self) {
-        // A poisoned lock is recovered, not skipped: a missed invalidation
-        // would keep a revoked key working.
+    /// Forgets the records of `removed` (key digests, as the store's trees
+    /// hold them), and any read of the store in flight; call after every
+    /// change that removes keys. A digest of the wrong length cannot be a
+    /// cached key, but then nothing is assumed and every record goes.
+    pub fn forget<K: AsRef<[u8]>>(&self, removed: &[K]) {
+        // A poisoned lock is recovered, not skipped: a missed removal would
+        // keep a revoked key working.
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.generation = inner.generation.wrapping_add(1);
-        inner.records.clear();
+        for key in removed {
+            match Digest::try_from(key.as_ref()) {
+                Ok(digest) => {
+                    inner.records.remove(&digest);
+                }
+                Err(_) => {
+                    inner.records.clear();
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -102,20 +117,29 @@ mod tests {
         let c = KeyCache::new(10);
         let g = c.generation();
         c.fill(g, [1; 32], record("a"));
+        c.fill(g, [3; 32], record("c"));
         assert_eq!(c.get(&[1; 32]).unwrap().token_id, "a");
         assert!(c.get(&[2; 32]).is_none());
-        c.invalidate();
+        c.forget(&[[1u8; 32], [2; 32]]);
         assert!(c.get(&[1; 32]).is_none());
+        // Keys not removed stay in memory.
+        assert_eq!(c.get(&[3; 32]).unwrap().token_id, "c");
+        // A digest that cannot be a key's: everything goes.
+        c.forget(&[&[3u8; 5][..]]);
+        assert!(c.get(&[3; 32]).is_none());
     }
 
     #[test]
     fn a_read_that_raced_a_removal_is_not_cached() {
         let c = KeyCache::new(10);
         let seen = c.generation();
-        // A revocation commits and invalidates while the reader holds the old record.
-        c.invalidate();
+        // A revocation commits and forgets the key while the reader holds its
+        // old record; reads of other keys in flight then may not fill either.
+        c.forget(&[[1u8; 32]]);
         c.fill(seen, [1; 32], record("stale"));
+        c.fill(seen, [2; 32], record("other"));
         assert!(c.get(&[1; 32]).is_none());
+        assert!(c.get(&[2; 32]).is_none());
         // A read that starts afterwards may fill it.
         let g = c.generation();
         c.fill(g, [1; 32], record("fresh"));

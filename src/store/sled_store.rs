@@ -55,7 +55,7 @@ pub struct SledStore {
     key_ids: sled::Tree,
     keys_by_client: sled::Tree,
     keys_by_user: sled::Tree,
-    /// Live key records recently read; emptied whenever keys are removed.
+    /// Live key records recently read; removed keys are dropped from it.
     key_cache: KeyCache,
     /// Token exchanges, applied in batches by their own writer thread (which
     /// holds the other handle on `commit`, so the flusher outlives it).
@@ -160,31 +160,36 @@ impl SledStore {
 
     /// Removes keys by digest in one transaction; how many existed.
     fn remove_keys(&self, hashes: &[Vec<u8>]) -> Result<usize, StoreError> {
-        self.after_removing_keys(tx_result(
-            (
-                &self.keys,
-                &self.key_ids,
-                &self.keys_by_client,
-                &self.keys_by_user,
-            )
-                .transaction(|(keys, key_ids, keys_by_client, keys_by_user)| {
-                    let trees = KeyTrees {
-                        keys,
-                        key_ids,
-                        keys_by_client,
-                        keys_by_user,
-                    };
-                    trees.remove_all(hashes)
-                }),
-        ))
+        self.after_removing_keys(
+            hashes,
+            tx_result(
+                (
+                    &self.keys,
+                    &self.key_ids,
+                    &self.keys_by_client,
+                    &self.keys_by_user,
+                )
+                    .transaction(
+                        |(keys, key_ids, keys_by_client, keys_by_user)| {
+                            let trees = KeyTrees {
+                                keys,
+                                key_ids,
+                                keys_by_client,
+                                keys_by_user,
+                            };
+                            trees.remove_all(hashes)
+                        },
+                    ),
+            ),
+        )
     }
 
-    /// Passes on the outcome of a transaction that may have removed keys,
-    /// having emptied the in-memory key records whatever that outcome. Every
-    /// removal of keys goes through here, so no revoked key is ever served
-    /// from memory.
-    fn after_removing_keys<T>(&self, outcome: T) -> T {
-        self.key_cache.invalidate();
+    /// Passes on the outcome of a transaction that may have removed the keys
+    /// `hashes`, having dropped their in-memory records whatever that
+    /// outcome. Every removal of keys goes through here, so no revoked key is
+    /// ever served from memory.
+    fn after_removing_keys<T>(&self, hashes: &[Vec<u8>], outcome: T) -> T {
+        self.key_cache.forget(hashes);
         outcome
     }
 
@@ -445,35 +450,40 @@ impl Store for SledStore {
                 let (k, _) = entry?;
                 hashes.push(k[prefix.len()..].to_vec());
             }
-            self.after_removing_keys(tx_result(
-                (
-                    &self.clients,
-                    &self.clients_by_user,
-                    &self.keys,
-                    &self.key_ids,
-                    &self.keys_by_client,
-                    &self.keys_by_user,
-                )
-                    .transaction(
-                        |(clients, by_user, keys, key_ids, by_client, keys_by_user)| {
-                            let Some(old) = live(clients.get(client_id.as_bytes())?) else {
-                                return Ok(None);
-                            };
-                            // A tombstone, so that no import brings the client back.
-                            clients.insert(client_id.as_bytes(), TOMBSTONE)?;
-                            let old: ClientRecord = tx_decode(&old)?;
-                            by_user
-                                .remove(joined(&user_prefix(old.author), client_id.as_bytes()))?;
-                            let trees = KeyTrees {
-                                keys,
-                                key_ids,
-                                keys_by_client: by_client,
-                                keys_by_user,
-                            };
-                            Ok(Some(trees.remove_all(&hashes)?))
-                        },
-                    ),
-            ))?
+            self.after_removing_keys(
+                &hashes,
+                tx_result(
+                    (
+                        &self.clients,
+                        &self.clients_by_user,
+                        &self.keys,
+                        &self.key_ids,
+                        &self.keys_by_client,
+                        &self.keys_by_user,
+                    )
+                        .transaction(
+                            |(clients, by_user, keys, key_ids, by_client, keys_by_user)| {
+                                let Some(old) = live(clients.get(client_id.as_bytes())?) else {
+                                    return Ok(None);
+                                };
+                                // A tombstone, so that no import brings the client back.
+                                clients.insert(client_id.as_bytes(), TOMBSTONE)?;
+                                let old: ClientRecord = tx_decode(&old)?;
+                                by_user.remove(joined(
+                                    &user_prefix(old.author),
+                                    client_id.as_bytes(),
+                                ))?;
+                                let trees = KeyTrees {
+                                    keys,
+                                    key_ids,
+                                    keys_by_client: by_client,
+                                    keys_by_user,
+                                };
+                                Ok(Some(trees.remove_all(&hashes)?))
+                            },
+                        ),
+                ),
+            )?
         };
         if removed.is_some() {
             self.commit.durable().await?;
@@ -1080,6 +1090,10 @@ mod tests {
                 s.key(&keys[i]).await.unwrap().is_none(),
                 "{how} left the key usable"
             );
+            // The keys it did not remove are still held.
+            for (j, k) in keys.iter().enumerate().skip(i + 1) {
+                assert!(s.key_in_memory(k).is_some(), "{how} dropped key {j}");
+            }
         }
     }
 
