@@ -31,6 +31,12 @@ use crate::reply::Reply;
 /// accepts at most 256; below that it may still refuse for other reasons.
 const MANY_LINES: usize = 200;
 
+/// The `http` crate refuses a request target this long or longer.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
+/// The `http` crate refuses a header name longer than this.
+const MAX_NAME: usize = u16::MAX as usize;
+
 /// The header lines of one request head, as far as the refusals are
 /// concerned: fed each line as the head arrives, so that finding a suspect
 /// head costs no pass of its own (see [`crate::head_deadline`]).
@@ -47,10 +53,18 @@ pub struct HeaderLines {
 impl HeaderLines {
     /// The request line, with or without its CR. A target other than a path
     /// (absolute-form, authority-form or `*`) is rare from clients, and
-    /// Pingora checks it against `Host`.
+    /// Pingora checks it against `Host`. A path is then checked by the `http`
+    /// crate, which is stricter than the parser: it refuses `<`, `>` and
+    /// `` ` `` in a path, `"`, `<` and `>` in a query, and targets of 64 KiB
+    /// or more; a path with any of these bytes is suspect.
     pub fn request_line(&mut self, line: &[u8]) {
-        let target = memchr::memchr(b' ', line).and_then(|space| line.get(space + 1));
-        if target != Some(&b'/') {
+        let target = memchr::memchr(b' ', line).map_or(&[][..], |space| &line[space + 1..]);
+        let target = memchr::memchr(b' ', target).map_or(target, |end| &target[..end]);
+        if target.first() != Some(&b'/')
+            || target.len() >= MAX_TARGET
+            || memchr::memchr3(b'<', b'>', b'`', target).is_some()
+            || memchr::memchr(b'"', target).is_some()
+        {
             self.odd = true;
         }
     }
@@ -60,6 +74,11 @@ impl HeaderLines {
     pub fn add(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.lines += 1;
+        // A name this long is refused by the `http` crate; only a line this
+        // long can hold one.
+        if line.len() > MAX_NAME {
+            self.odd = true;
+        }
         match line.first().map(|b| b | 0x20) {
             Some(b'h') if has_name(line, b"host:") => {
                 self.hosts += 1;
@@ -78,12 +97,12 @@ impl HeaderLines {
         }
     }
 
-    /// Whether Pingora's parser might refuse the head for these lines: a
-    /// request target that is not a path, more than one `Host` or
-    /// `Content-Length`, a `Host` with `@`, a `Content-Length` that is not a
-    /// plain number, any `Transfer-Encoding`, or very many lines. A head that
-    /// is not suspect may still be refused for other reasons (such as bytes a
-    /// header may not hold); Pingora answers those itself.
+    /// Whether Pingora might refuse the head for these lines, once its parser
+    /// has read it: a request target that is not a path or has bytes the
+    /// `http` crate refuses, more than one `Host` or `Content-Length`, a
+    /// `Host` with `@`, a `Content-Length` that is not a plain number, any
+    /// `Transfer-Encoding`, a very long line, or very many lines. What the
+    /// parser itself refuses is [`unparsable`]'s to find.
     pub fn suspect(&self) -> bool {
         self.odd || self.hosts > 1 || self.lengths > 1 || self.lines > MANY_LINES
     }
@@ -96,8 +115,8 @@ const PARSER_HEADERS: usize = 256;
 /// settings and room for as many headers) refuses `buf`, which holds a
 /// whole head and perhaps what followed it. This catches what the line
 /// marks cannot see cheaply: a header name or value with bytes a header
-/// may not hold, a line with no colon, a version other than HTTP/1.x, a
-/// method that is not a token. Pingora tries to mend some of these (by
+/// may not hold, a line with no colon, a version other than HTTP/1.0 or
+/// 1.1, a method that is not a token. Pingora tries to mend some of these (by
 /// escaping a target with illegal bytes) before it refuses, so a head this
 /// flags is still only [suspect](HeaderLines::suspect): the verdict is
 /// [`refusal`]'s. The parse reads the head's bytes once, with vector
@@ -238,6 +257,46 @@ mod tests {
                 head.escape_ascii()
             );
         }
+        // Targets the parser takes but the `http` crate does not, and a
+        // header name too long for it: refused after parsing.
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(65_534));
+        let long_name = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX{}: 1\r\n\r\n",
+            "a".repeat(65_535)
+        );
+        for (head, reason) in [
+            (
+                &b"GET /a<b HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+                "invalid uri /a<b",
+            ),
+            (b"GET /a>b HTTP/1.1\r\nHost: a\r\n\r\n", "invalid uri /a>b"),
+            (b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n", "invalid uri /a`b"),
+            (
+                b"GET /?q=\"x\" HTTP/1.1\r\nHost: a\r\n\r\n",
+                "invalid uri /?q=\"x\"",
+            ),
+            (long_target.as_bytes(), ""),
+            (long_name.as_bytes(), "while parsing request header"),
+        ] {
+            assert!(suspect(head), "{}", &head.escape_ascii().to_string()[..40]);
+            let answer = refused(head).unwrap_or_default();
+            assert!(
+                answer.starts_with("The request header is malformed"),
+                "{answer}"
+            );
+            assert!(answer.contains(reason), "{answer}");
+        }
+        // Suspect for those bytes, but accepted: a quote in a path, a
+        // backquote in a query, any of them in a fragment.
+        for head in [
+            &b"GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET /?a`b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a#<b> HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(suspect(head), "{}", head.escape_ascii());
+            assert_eq!(refused(head), None, "{}", head.escape_ascii());
+        }
+
         // Bytes Pingora's parser takes: tabs and obs-text in values, any
         // token as a method, names with the rarer token characters.
         for head in [

@@ -255,8 +255,9 @@ async fn receive_head<S: Future<Output = ()>>(
 /// Finds the end of a request head as its bytes arrive, looking at each byte
 /// a bounded number of times: a client sending a long head in tiny pieces
 /// must not make the gate rescan it from the start on every read. On the
-/// way it hands each header line to [`HeaderLines`], so that a head Pingora
-/// may refuse is known when it ends, without a second pass.
+/// way it hands each header line to [`HeaderLines`], so that what Pingora's
+/// checks after parsing are about is known when the head ends; the parser's
+/// own verdict then takes one more pass ([`HeadScan::suspect`]).
 #[derive(Debug, Default)]
 pub struct HeadScan {
     /// Where the request line starts, once a byte other than CR or LF came

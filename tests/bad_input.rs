@@ -212,6 +212,8 @@ async fn no_request_gets_a_5xx_and_the_gate_keeps_serving() {
         (b"GET /x HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n".to_vec(), 400),
         (b"GET /x HTTP/1.1\r\nHost: t\r\nX-A: a\r\n folded\r\n\r\n".to_vec(), 400),
         (b"GET /x HTTP/3.0\r\nHost: t\r\n\r\n".to_vec(), 400),
+        (b"GET /a<b> HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),
+        (b"GET /x?q=\"y\" HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400),
         (b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n".to_vec(), 400),
         (b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}".to_vec(), 400),
         (b"POST /api/v1/oauth/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n".to_vec(), 400),

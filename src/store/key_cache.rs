@@ -8,7 +8,8 @@
 //! and may only fill the cache if it has not moved since. So a record read
 //! just before a revocation committed can never be cached after it, and once
 //! a revocation has answered, no request sees the key. Other keys' records
-//! stay: a revocation costs the keys in use no store reads.
+//! stay: a revocation costs the keys in use at most one store read each
+//! (the reads in flight when it lands are not kept).
 //!
 //! Only keys that exist are cached: they are digests of secrets an attacker
 //! does not hold, so a fast non-keyed hash is safe here.

@@ -313,8 +313,8 @@ fn purge_key(at_ms: u64, code: &Digest) -> Vec<u8> {
 
 /// The key trees as seen inside one transaction. The outcome of a
 /// transaction that calls [`KeyTrees::remove`] goes through
-/// [`SledStore::after_removing_keys`], or a revoked key could still be
-/// served from memory.
+/// [`SledStore::after_removing_keys`], with the digest of every key it may
+/// remove, or a revoked key could still be served from memory.
 struct KeyTrees<'a> {
     keys: &'a TransactionalTree,
     key_ids: &'a TransactionalTree,
