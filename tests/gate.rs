@@ -116,18 +116,35 @@ async fn a_request_without_host_is_refused_in_http_1_1_and_given_one_in_http_1_0
     );
 }
 
+/// The gate's count of refused request heads (shared by all gates of this
+/// test binary, so tests compare with at least what they added).
+async fn heads_refused(gate: &TestGate, admin: &str) -> f64 {
+    sample(&scrape(gate, admin).await, "tachi_gate_heads_refused_total")
+}
+
+/// Sends `pieces` 30 ms apart on a connection that has just had a request
+/// answered and kept alive, and returns the answer to them.
+async fn trickle_after_a_kept_alive_request(
+    addr: std::net::SocketAddr,
+    pieces: &[&[u8]],
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    get_kept_alive(&mut s, 1).await;
+    for piece in pieces {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    read_answer(&mut s).await
+}
+
 /// Heads Pingora's parser refuses for their framing headers are answered in
 /// JSON, on every kind of route, and the connection closed; look-alikes that
 /// it accepts still reach the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
     let (gate, admin) = gate_with_admin("").await;
-    let refused = || async {
-        sample(
-            &scrape(&gate, &admin).await,
-            "tachi_gate_heads_refused_total",
-        )
-    };
+    let refused = || heads_refused(&gate, &admin);
     let before = refused().await;
     for path in ["/api/v1/users/1", "/api/v1/oauth/token"] {
         for (framing, reason) in [
@@ -169,20 +186,17 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
 
     // A head arriving in pieces, on a kept-alive connection after a request
     // that went through, is checked the same way.
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    get_kept_alive(&mut s, 1).await;
-    for piece in [
-        &b"GET /api/v1/users/1 HTTP/1.1\r\nHo"[..],
-        b"st: t\r\nX: 1\r",
-        b"\nhost",
-        b": u\r\n",
-        b"\r\n",
-    ] {
-        s.write_all(piece).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    }
-    let answer = read_answer(&mut s).await;
+    let answer = trickle_after_a_kept_alive_request(
+        gate.addr,
+        &[
+            b"GET /api/v1/users/1 HTTP/1.1\r\nHo",
+            b"st: t\r\nX: 1\r",
+            b"\nhost",
+            b": u\r\n",
+            b"\r\n",
+        ],
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("multiple Host header fields"), "{answer}");
 
@@ -207,12 +221,7 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_heads_get_a_json_400() {
     let (gate, admin) = gate_with_admin("").await;
-    let refused = || async {
-        sample(
-            &scrape(&gate, &admin).await,
-            "tachi_gate_heads_refused_total",
-        )
-    };
+    let refused = || heads_refused(&gate, &admin);
     let before = refused().await;
     let status_calls = || gate.upstream.status_calls.load(Ordering::SeqCst);
     for path in ["/api/v1/status", "/api/v1/oauth/token"] {
@@ -237,18 +246,15 @@ async fn unreadable_heads_get_a_json_400() {
         assert_eq!(r.json()["success"], false);
     }
 
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    get_kept_alive(&mut s, 1).await;
-    for piece in [
-        &b"GET /api/v1/status HTTP/1.1\r\nHost: t\r\nX-"[..],
-        b"A B: 1\r",
-        b"\n\r\n",
-    ] {
-        s.write_all(piece).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    }
-    let answer = read_answer(&mut s).await;
+    let answer = trickle_after_a_kept_alive_request(
+        gate.addr,
+        &[
+            b"GET /api/v1/status HTTP/1.1\r\nHost: t\r\nX-",
+            b"A B: 1\r",
+            b"\n\r\n",
+        ],
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
         answer.contains("The request header is malformed."),
