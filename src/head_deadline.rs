@@ -367,11 +367,18 @@ mod tests {
 
     /// Where the head is first found complete when `buf` arrives in pieces of `step` bytes.
     fn completes_at(buf: &[u8], step: usize) -> Option<usize> {
+        scan_in_pieces(buf, step).0
+    }
+
+    /// `buf` fed to one scan in pieces of `step` bytes until the head is
+    /// complete: where that was, and the scan.
+    fn scan_in_pieces(buf: &[u8], step: usize) -> (Option<usize>, HeadScan) {
         let mut scan = HeadScan::default();
-        (step..buf.len() + step)
+        let end = (step..buf.len() + step)
             .step_by(step)
             .map(|end| end.min(buf.len()))
-            .find(|&end| scan.complete(&buf[..end]))
+            .find(|&end| scan.complete(&buf[..end]));
+        (end, scan)
     }
 
     #[test]
@@ -414,11 +421,7 @@ mod tests {
         for head in heads {
             let expected = HeadScan::suspect_whole(head).unwrap();
             for step in 1..=5 {
-                let mut scan = HeadScan::default();
-                let end = (step..head.len() + step)
-                    .step_by(step)
-                    .map(|end| end.min(head.len()))
-                    .find(|&end| scan.complete(&head[..end]));
+                let (end, scan) = scan_in_pieces(head, step);
                 let end = end.unwrap_or_else(|| panic!("{}", head.escape_ascii()));
                 assert_eq!(
                     scan.suspect(&head[..end]),
@@ -444,11 +447,8 @@ mod tests {
             }
             many.extend_from_slice(b"\r\n");
             for step in [1, 3, 4096] {
-                let mut scan = HeadScan::default();
-                let done = (step..many.len() + step)
-                    .step_by(step)
-                    .any(|end| scan.complete(&many[..end.min(many.len())]));
-                assert!(done);
+                let (end, scan) = scan_in_pieces(&many, step);
+                assert!(end.is_some());
                 assert_eq!(
                     scan.suspect(&many),
                     lines > 200,

@@ -304,8 +304,8 @@ impl ProxyHttp for GateProxy {
 
     /// No downstream modules. Pingora's default adds a response compression
     /// module at level 0, which compresses nothing yet is built, called on
-    /// every request and response phase, and dropped: about 1,100
-    /// instructions a request that buy nothing. The gate passes bodies
+    /// every request and response phase, and dropped: about 420 instructions
+    /// a request (callgrind) that buy nothing. The gate passes bodies
     /// through as the upstream encoded them.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 

@@ -122,6 +122,18 @@ async fn heads_refused(gate: &TestGate, admin: &str) -> f64 {
     sample(&scrape(gate, admin).await, "tachi_gate_heads_refused_total")
 }
 
+/// A refused head's answer: 400, the JSON failure `description`, and the
+/// connection closed.
+fn assert_head_refused(r: &RawResponse, description: &str, what: &str) {
+    assert_eq!(r.status, 400, "{what}: {}", r.head);
+    assert_eq!(
+        r.json(),
+        json!({"success": false, "description": description}),
+        "{what}"
+    );
+    assert_eq!(r.header("connection").as_deref(), Some("close"), "{what}");
+}
+
 /// Sends `pieces` 30 ms apart on a connection that has just had a request
 /// answered and kept alive, and returns the answer to them.
 async fn trickle_after_a_kept_alive_request(
@@ -160,13 +172,8 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
         ] {
             let req = format!("POST {path} HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n{{}}");
             let r = raw_request(gate.addr, req.as_bytes()).await;
-            assert_eq!(r.status, 400, "{path} {framing}: {}", r.head);
             let description = format!("The request header is malformed: {reason}.");
-            assert_eq!(
-                r.json(),
-                json!({"success": false, "description": description})
-            );
-            assert_eq!(r.header("connection").as_deref(), Some("close"));
+            assert_head_refused(&r, &description, &format!("{path} {framing}"));
         }
     }
     let r = raw_request(
@@ -233,12 +240,8 @@ async fn unreadable_heads_get_a_json_400() {
         ] {
             let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{line}\r\n\r\n");
             let r = raw_request(gate.addr, req.as_bytes()).await;
-            assert_eq!(r.status, 400, "{path} {line:?}: {}", r.head);
-            assert_eq!(
-                r.json(),
-                json!({"success": false, "description": "The request header is malformed."})
-            );
-            assert_eq!(r.header("connection").as_deref(), Some("close"));
+            let what = format!("{path} {line:?}");
+            assert_head_refused(&r, "The request header is malformed.", &what);
         }
         let req = format!("GET {path} HTTP/1.2\r\nHost: t\r\n\r\n");
         let r = raw_request(gate.addr, req.as_bytes()).await;

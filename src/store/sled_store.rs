@@ -160,28 +160,24 @@ impl SledStore {
 
     /// Removes keys by digest in one transaction; how many existed.
     fn remove_keys(&self, hashes: &[Vec<u8>]) -> Result<usize, StoreError> {
-        self.after_removing_keys(
-            hashes,
-            tx_result(
-                (
-                    &self.keys,
-                    &self.key_ids,
-                    &self.keys_by_client,
-                    &self.keys_by_user,
-                )
-                    .transaction(
-                        |(keys, key_ids, keys_by_client, keys_by_user)| {
-                            let trees = KeyTrees {
-                                keys,
-                                key_ids,
-                                keys_by_client,
-                                keys_by_user,
-                            };
-                            trees.remove_all(hashes)
-                        },
-                    ),
-            ),
-        )
+        let outcome = tx_result(
+            (
+                &self.keys,
+                &self.key_ids,
+                &self.keys_by_client,
+                &self.keys_by_user,
+            )
+                .transaction(|(keys, key_ids, keys_by_client, keys_by_user)| {
+                    let trees = KeyTrees {
+                        keys,
+                        key_ids,
+                        keys_by_client,
+                        keys_by_user,
+                    };
+                    trees.remove_all(hashes)
+                }),
+        );
+        self.after_removing_keys(hashes, outcome)
     }
 
     /// Passes on the outcome of a transaction that may have removed the keys
@@ -450,40 +446,36 @@ impl Store for SledStore {
                 let (k, _) = entry?;
                 hashes.push(k[prefix.len()..].to_vec());
             }
-            self.after_removing_keys(
-                &hashes,
-                tx_result(
-                    (
-                        &self.clients,
-                        &self.clients_by_user,
-                        &self.keys,
-                        &self.key_ids,
-                        &self.keys_by_client,
-                        &self.keys_by_user,
-                    )
-                        .transaction(
-                            |(clients, by_user, keys, key_ids, by_client, keys_by_user)| {
-                                let Some(old) = live(clients.get(client_id.as_bytes())?) else {
-                                    return Ok(None);
-                                };
-                                // A tombstone, so that no import brings the client back.
-                                clients.insert(client_id.as_bytes(), TOMBSTONE)?;
-                                let old: ClientRecord = tx_decode(&old)?;
-                                by_user.remove(joined(
-                                    &user_prefix(old.author),
-                                    client_id.as_bytes(),
-                                ))?;
-                                let trees = KeyTrees {
-                                    keys,
-                                    key_ids,
-                                    keys_by_client: by_client,
-                                    keys_by_user,
-                                };
-                                Ok(Some(trees.remove_all(&hashes)?))
-                            },
-                        ),
-                ),
-            )?
+            let outcome = tx_result(
+                (
+                    &self.clients,
+                    &self.clients_by_user,
+                    &self.keys,
+                    &self.key_ids,
+                    &self.keys_by_client,
+                    &self.keys_by_user,
+                )
+                    .transaction(
+                        |(clients, by_user, keys, key_ids, by_client, keys_by_user)| {
+                            let Some(old) = live(clients.get(client_id.as_bytes())?) else {
+                                return Ok(None);
+                            };
+                            // A tombstone, so that no import brings the client back.
+                            clients.insert(client_id.as_bytes(), TOMBSTONE)?;
+                            let old: ClientRecord = tx_decode(&old)?;
+                            by_user
+                                .remove(joined(&user_prefix(old.author), client_id.as_bytes()))?;
+                            let trees = KeyTrees {
+                                keys,
+                                key_ids,
+                                keys_by_client: by_client,
+                                keys_by_user,
+                            };
+                            Ok(Some(trees.remove_all(&hashes)?))
+                        },
+                    ),
+            );
+            self.after_removing_keys(&hashes, outcome)?
         };
         if removed.is_some() {
             self.commit.durable().await?;
