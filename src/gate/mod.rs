@@ -259,7 +259,9 @@ pub async fn check(
         // one must not get a guest past a policy: `forward` applies only where
         // no policy does.
         Identity::ForeignKey => Err(Rejection::UnknownKey),
-        Identity::Guest | Identity::Session(_) => match app.cookie_user(headers).await {
+        // Boxed: asking the upstream is a large future that a request with a
+        // key, or one no policy covers, would otherwise carry unused.
+        Identity::Guest | Identity::Session(_) => match Box::pin(app.cookie_user(headers)).await {
             Ok(Some(user)) => Ok(Identity::Session(user)),
             Ok(None) => Err(Rejection::NotAuthorised),
             Err(_) => Err(Rejection::UpstreamUnavailable),
