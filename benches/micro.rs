@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the per-request work: the key check (hash, store
-//! lookup, identity headers) at 10³, 10⁵ and 10⁶ stored keys, the policy
-//! match, and parsing a token request body. Run: `cargo bench --bench micro`.
+//! lookup, identity headers) at 10³, 10⁵ and 10⁶ stored keys, and from two
+//! threads at once; the metrics a forwarded request updates, from one thread
+//! and two; the policy match; and parsing a token request body. Run:
+//! `cargo bench --bench micro`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -130,5 +132,75 @@ fn token_bodies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, key_check, policy_match, token_bodies);
+/// The key check for a key in use from two threads at once, as two workers
+/// run it: the same key on both (a busy client) and a key each.
+fn key_check_two_threads(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dir, store, probes) = store_with(1_000, 65_536, &rt);
+    let check = |key: &str| {
+        let d = digest(black_box(key));
+        let record = store.key_in_memory(&d).expect("the key is held in memory");
+        black_box(identity_headers(&Identity::Key(record)).ok());
+    };
+    // A key's first check reads the store and puts its record in memory.
+    for key in &probes[..2] {
+        rt.block_on(store.key(&digest(key))).unwrap().unwrap();
+    }
+    let mut group = c.benchmark_group("key_check/two_threads");
+    let (one, other) = (probes[0].as_str(), probes[1].as_str());
+    for (name, keys) in [("same_key", [one, one]), ("own_keys", [one, other])] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| on_threads(2, iters, |thread| check(keys[thread])))
+        });
+    }
+    group.finish();
+}
+
+/// The metrics a forwarded request with a key updates (the key-check and
+/// upstream histograms, the request counter), from one thread and from two
+/// at once, as two workers update them.
+fn request_metrics(c: &mut Criterion) {
+    use tachi_gate::telemetry;
+    let update = || {
+        telemetry::KEY_CHECK.observe(black_box(3e-7));
+        telemetry::UPSTREAM_LATENCY.observe(black_box(2e-4));
+        telemetry::request_answered(black_box("gated"), black_box(200));
+    };
+    let mut group = c.benchmark_group("request_metrics");
+    for threads in [1usize, 2] {
+        group.bench_function(BenchmarkId::new("threads", threads), |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, |_| update()))
+        });
+    }
+    group.finish();
+}
+
+/// Runs `work(thread)` `iters` times on each of `threads` threads at once;
+/// the time until all are done.
+fn on_threads(threads: usize, iters: u64, work: impl Fn(usize) + Sync) -> std::time::Duration {
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for thread in 0..threads {
+            let work = &work;
+            s.spawn(move || {
+                for _ in 0..iters {
+                    work(thread);
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+criterion_group!(
+    benches,
+    key_check,
+    key_check_two_threads,
+    request_metrics,
+    policy_match,
+    token_bodies
+);
 criterion_main!(benches);
