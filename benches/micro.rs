@@ -165,8 +165,8 @@ fn key_check_two_threads(c: &mut Criterion) {
 fn request_metrics(c: &mut Criterion) {
     use tachi_gate::telemetry;
     let update = || {
-        telemetry::KEY_CHECK.observe(black_box(3e-7));
-        telemetry::UPSTREAM_LATENCY.observe(black_box(2e-4));
+        telemetry::key_checked(black_box(3e-7));
+        telemetry::upstream_answered(black_box(2e-4));
         telemetry::request_answered(black_box("gated"), black_box(200));
     };
     let mut group = c.benchmark_group("request_metrics");

@@ -447,7 +447,7 @@ impl ProxyHttp for GateProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent.take() {
-            telemetry::UPSTREAM_LATENCY.observe(sent.elapsed().as_secs_f64());
+            telemetry::upstream_answered(sent.elapsed().as_secs_f64());
         }
         Ok(())
     }

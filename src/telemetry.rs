@@ -5,8 +5,10 @@
 //! to the `audit` log target, one per issuance or revocation; they name keys
 //! by token ID and never carry a key, code, secret or cookie.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
     Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
@@ -48,7 +50,7 @@ lazy!(GATED_OK: IntCounter = REQUESTS.with_label_values(&["gated", "200"]));
 /// route class.
 pub fn request_answered(class: &str, status: u16) {
     match (class, status) {
-        ("gated", 200) => GATED_OK.inc(),
+        ("gated", 200) => with_own_part(|part| part.gated_ok.inc()),
         _ => REQUESTS
             .with_label_values(&[class, status_label(status)])
             .inc(),
@@ -129,8 +131,77 @@ lazy!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
     &["limit"]
 ).unwrap_or_else(|_| unreachable_metric()));
 
+/// Records how long a key check took.
+pub fn key_checked(seconds: f64) {
+    with_own_part(|part| part.key_check.observe(seconds));
+}
+
+/// Records how long the upstream took to send a response header.
+pub fn upstream_answered(seconds: f64) {
+    with_own_part(|part| part.upstream.observe(seconds));
+}
+
+/// How many parts the per-request metrics are kept in: more than the
+/// threads that update them, so that each worker has its own.
+const PARTS: usize = 16;
+
+/// The metrics nearly every forwarded request updates, kept in parts that
+/// are added into the registered metrics when they are read ([`render`]).
+///
+/// A Prometheus histogram is a few atomics that every update changes, so
+/// with two workers each update found the cache line on the other core:
+/// in a tight loop, the two histograms and the counter went from 0.09 µs
+/// on one thread to 0.6–0.7 µs on each of two (`cargo bench --bench
+/// micro`). Each thread now updates a part of its own, behind a lock that
+/// only [`render`] ever contends, and reading the metrics loses nothing.
+struct Part {
+    key_check: LocalHistogram,
+    upstream: LocalHistogram,
+    gated_ok: LocalIntCounter,
+}
+
+/// A part on a cache line (128 bytes, as adjacent lines are fetched in
+/// pairs) of its own.
+#[repr(align(128))]
+struct Padded(Mutex<Part>);
+
+static PARTS_OF: LazyLock<Vec<Padded>> = LazyLock::new(|| {
+    (0..PARTS)
+        .map(|_| {
+            Padded(Mutex::new(Part {
+                key_check: KEY_CHECK.local(),
+                upstream: UPSTREAM_LATENCY.local(),
+                gated_ok: GATED_OK.local(),
+            }))
+        })
+        .collect()
+});
+
+/// Runs `update` on the calling thread's part. Threads take parts in turn
+/// as they first update one.
+fn with_own_part(update: impl FnOnce(&Part)) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static OWN: usize = NEXT.fetch_add(1, Ordering::Relaxed) % PARTS;
+    }
+    let part = &PARTS_OF[OWN.with(|own| *own)].0;
+    // An update cannot panic, so a poisoned lock still holds sound counts.
+    update(&part.lock().unwrap_or_else(PoisonError::into_inner));
+}
+
+/// Adds every part's updates into the registered metrics.
+fn gather_parts() {
+    for part in PARTS_OF.iter() {
+        let part = part.0.lock().unwrap_or_else(PoisonError::into_inner);
+        part.key_check.flush();
+        part.upstream.flush();
+        part.gated_ok.flush();
+    }
+}
+
 /// The metrics in Prometheus's text format.
 pub fn render() -> Vec<u8> {
+    gather_parts();
     let mut out = Vec::new();
     // Encoding gathered families into a Vec cannot fail.
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
@@ -181,4 +252,48 @@ pub fn keys_revoked(count: usize, what: &str, why: &str) {
 /// Records a change to a client.
 pub fn client_event(event: &str, client: &str, detail: &str) {
     log::info!(target: "audit", "client {event} client={client} {detail}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key_checked, render, request_answered, upstream_answered, PARTS};
+
+    /// The value of the sample `name` in the rendered metrics.
+    fn sample(name: &str) -> f64 {
+        let text = String::from_utf8(render()).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.parse().unwrap())
+    }
+
+    #[test]
+    fn every_threads_updates_are_read() {
+        let names = [
+            "tachi_gate_key_check_seconds_count",
+            "tachi_gate_upstream_seconds_count",
+            "tachi_gate_requests_total{class=\"gated\",status=\"200\"}",
+        ];
+        let before = names.map(sample);
+        // More threads than parts, so that some share one.
+        let threads = PARTS + 3;
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        key_checked(1e-6);
+                        upstream_answered(1e-3);
+                        request_answered("gated", 200);
+                    }
+                });
+            }
+        });
+        // Other tests in this process may count too: at least these are there.
+        for (name, before) in names.iter().zip(before) {
+            assert!(
+                sample(name) >= before + (threads * 10) as f64,
+                "{name}: {before} then {}",
+                sample(name)
+            );
+        }
+    }
 }

@@ -281,7 +281,7 @@ async fn key_identity(app: &App, token: &[u8]) -> Result<Identity, Rejection> {
         },
         Err(_) => None,
     };
-    crate::telemetry::KEY_CHECK.observe(started.elapsed().as_secs_f64());
+    crate::telemetry::key_checked(started.elapsed().as_secs_f64());
     match (found, app.config.gate.unknown_tokens) {
         (Some(record), _) => Ok(Identity::Key(record)),
         (None, UnknownTokens::Forward) => Ok(Identity::ForeignKey),
