@@ -14,8 +14,9 @@
 //! Only keys that exist are cached: they are digests of secrets an attacker
 //! does not hold, so a fast non-keyed hash is safe here.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use crossbeam_utils::sync::ShardedLock;
 use rustc_hash::FxHashMap;
 
 use super::{Digest, KeyRecord};
@@ -33,7 +34,14 @@ struct Inner {
 
 /// A bounded map from key digest to its live record.
 pub struct KeyCache {
-    inner: RwLock<Inner>,
+    /// Read on every request with a key, by every worker, and written only
+    /// when a key is first read from the store or removed. A plain `RwLock`
+    /// keeps one reader count that every read changes, so with two workers
+    /// each read found its cache line on the other core: a key check took
+    /// about 0.45 µs on each of two threads against 0.27–0.37 µs on one
+    /// (`cargo bench --bench micro`). A sharded lock gives each thread a
+    /// lock of its own to read under; a write takes them all.
+    inner: ShardedLock<Inner>,
     capacity: usize,
 }
 
@@ -47,7 +55,7 @@ impl KeyCache {
     /// store at once.
     pub fn new(capacity: usize) -> KeyCache {
         KeyCache {
-            inner: RwLock::new(Inner {
+            inner: ShardedLock::new(Inner {
                 generation: 0,
                 records: FxHashMap::default(),
                 next_eighth: 0,
