@@ -9,6 +9,18 @@
 # bench_on_exit, if the script defines it).
 bench_setup() {
     scripts/setup
+    bench_install "$@"
+    cargo build --release --quiet --bin tachi-gate --example passthrough
+    gate=${CARGO_TARGET_DIR:-target}/release/tachi-gate
+    passthrough=${CARGO_TARGET_DIR:-target}/release/examples/passthrough
+    work=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+# bench_install TOOL...: installs with apt-get each Debian package named
+# whose command of the same name is missing.
+bench_install() {
     local need=() tool
     for tool in "$@"; do
         command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
@@ -19,12 +31,6 @@ bench_setup() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
     fi
-    cargo build --release --quiet --bin tachi-gate --example passthrough
-    gate=${CARGO_TARGET_DIR:-target}/release/tachi-gate
-    passthrough=${CARGO_TARGET_DIR:-target}/release/examples/passthrough
-    work=$(mktemp -d)
-    pids=()
-    trap bench_cleanup EXIT
 }
 
 bench_cleanup() {

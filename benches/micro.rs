@@ -18,6 +18,14 @@ use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The runtime the store's async calls run on, as a current-thread one.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// How many different stored keys the store-read benchmark cycles through.
 const PROBES: usize = 1000;
 
@@ -59,10 +67,7 @@ fn store_with(
 /// no records in memory and cycles through keys spread over the whole store,
 /// so each check is a sled read and a record decode.
 fn key_check(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // As the gate does it: the record held in memory if it is, else a store read.
     let check = |store: &SledStore, key: &str| {
         let d = digest(black_box(key));
@@ -135,10 +140,7 @@ fn token_bodies(c: &mut Criterion) {
 /// The key check for a key in use from two threads at once, as two workers
 /// run it: the same key on both (a busy client) and a key each.
 fn key_check_two_threads(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (_dir, store, probes) = store_with(1_000, 65_536, &rt);
     let check = |key: &str| {
         let d = digest(black_box(key));

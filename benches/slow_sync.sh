@@ -10,14 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 us=${1:-1000}
+. benches/common.sh
 scripts/setup
-command -v cc >/dev/null 2>&1 || {
-    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gcc >/dev/null
-}
+bench_install gcc
 shim=${CARGO_TARGET_DIR:-target}/slow_sync.so
 mkdir -p "$(dirname "$shim")"
-cc -O2 -shared -fPIC -o "$shim" benches/slow_sync/slow_sync.c -ldl
+gcc -O2 -shared -fPIC -o "$shim" benches/slow_sync/slow_sync.c -ldl
 # Build first, so that the compiler does not run with the shim.
 cargo build --release --quiet --bin tachi-gate
 bench=$(cargo bench --bench issuance --no-run --message-format=json 2>/dev/null \
