@@ -44,8 +44,21 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<(Instant, u16)>>>) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_use_of_a_key_succeeds_after_its_revocation_was_acknowledged() {
+    revocation_race("").await;
+}
+
+/// The same race on one proxy thread, where the uses and the revocation share
+/// a single-thread runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_race_on_one_proxy_thread() {
+    revocation_race("[server]\nadmin_listen = \"\"\nthreads = 1\n").await;
+}
+
+/// Uses a key from several connections while it is revoked; `extra` is TOML
+/// for the gate.
+async fn revocation_race(extra: &str) {
     // Limits off: the hammering below would otherwise meet the failed-auth limit.
-    let gate = Arc::new(TestGate::start("[limits]\nenabled = false").await);
+    let gate = Arc::new(TestGate::start(&format!("{extra}[limits]\nenabled = false")).await);
     let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
     let me = gate.session(1);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

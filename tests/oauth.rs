@@ -60,7 +60,20 @@ fn exchange_json(s: &Setup) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_flow_reaches_upstream_with_identity_and_no_authorization() {
-    let gate = TestGate::start("").await;
+    whole_flow("").await;
+}
+
+/// One proxy thread runs a single-thread runtime rather than Pingora's
+/// work-stealing one: the same flow, through the other scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_flow_on_one_proxy_thread() {
+    whole_flow("[server]\nadmin_listen = \"\"\nthreads = 1").await;
+}
+
+/// Registers a client, issues a code and exchanges it, then forwards a
+/// request with the key; `extra` is the gate's TOML.
+async fn whole_flow(extra: &str) {
+    let gate = TestGate::start(extra).await;
     let s = setup(&gate, json!({})).await;
 
     let resp = gate

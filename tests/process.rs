@@ -31,10 +31,21 @@ impl Proc {
         subcommand: bool,
         log: &str,
     ) -> Proc {
+        Proc::spawn_configured(store, upstream, subcommand, log, "")
+    }
+
+    /// `server` is more of the `[server]` table, one key a line.
+    fn spawn_configured(
+        store: &Path,
+        upstream: std::net::SocketAddr,
+        subcommand: bool,
+        log: &str,
+        server: &str,
+    ) -> Proc {
         let port = free_port();
         let dir = store.parent().unwrap();
         let conf = dir.join(format!("gate-{port}.toml"));
-        std::fs::write(&conf, "[server]\nadmin_listen = \"\"\n").unwrap();
+        std::fs::write(&conf, format!("[server]\nadmin_listen = \"\"\n{server}")).unwrap();
         let mut cmd = Command::new(BIN);
         if subcommand {
             cmd.arg("serve");
@@ -229,15 +240,24 @@ async fn sigterm_and_sigint_stop_promptly_with_everything_on_disk() {
     let store = dir.path().join("store");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        let mut p = Proc::spawn(&store, upstream.addr, false);
+    // One proxy thread runs a single-thread runtime, more a work-stealing one:
+    // each signal stops both.
+    let runs = [libc::SIGTERM, libc::SIGINT]
+        .into_iter()
+        .flat_map(|sig| [(sig, 1), (sig, 2)]);
+    for (sig, threads) in runs {
+        let server = format!("threads = {threads}\n");
+        let mut p = Proc::spawn_configured(&store, upstream.addr, false, "warn", &server);
         let (st, _) = post_json(&http, p.url("/api/v1/clients/create"), Some("connect.sid=t"),
-            json!({"name": format!("Client {sig}"), "redirectUri": CB, "permissions": ["submit_score"]})).await;
+            json!({"name": format!("Client {sig} {threads}"), "redirectUri": CB, "permissions": ["submit_score"]})).await;
         assert_eq!(st, 200);
         p.signal(sig);
         let (code, took) = p.wait(Duration::from_secs(10));
-        assert_eq!(code, Some(0), "signal {sig}");
-        assert!(took < Duration::from_secs(5), "signal {sig} took {took:?}");
+        assert_eq!(code, Some(0), "signal {sig}, {threads} threads");
+        assert!(
+            took < Duration::from_secs(5),
+            "signal {sig}, {threads} threads took {took:?}"
+        );
     }
     let p = Proc::spawn(&store, upstream.addr, false);
     let r = http
@@ -247,7 +267,7 @@ async fn sigterm_and_sigint_stop_promptly_with_everything_on_disk() {
         .await
         .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["body"].as_array().unwrap().len(), 2);
+    assert_eq!(v["body"].as_array().unwrap().len(), 4);
 }
 
 /// Runs the binary expecting it to refuse to start; its stderr.
