@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load benchmark, all on loopback, in one run with alternating rounds:
 #   a) the upstream directly (nginx serving a small static JSON)
-#   b) a bare Pingora passthrough proxy (examples/passthrough.rs)
+#   b) a bare Pingora passthrough proxy (examples/passthrough.rs), on the
+#      same runtime as the gate: single-thread for one worker, work stealing
+#      for more
+#   s) at one worker only: b on Pingora's default, work-stealing runtime
 #   c) nginx as a reverse proxy with auth_request to a separate auth endpoint
 #   d) tachi-gate, guest request      e) tachi-gate, valid Bearer key
 #   f) tachi-gate, invalid key (401s)
@@ -21,7 +24,7 @@ worker_counts=${WORKERS:-1 2}
 . benches/common.sh
 bench_setup wrk nginx
 
-UP=18081 AUTH=18082 NGX=18083 PP=18084 GATE=18085
+UP=18081 AUTH=18082 NGX=18083 PP=18084 GATE=18085 PS=18086
 upstream_nginx $UP
 wait_port $UP
 
@@ -60,11 +63,17 @@ for workers in $worker_counts; do
                 proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_pass http://auth; }
         }"
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" "$workers" >/dev/null 2>&1 & pids+=($!)
+    names=(a b c d e f)
+    # With more than one worker the gate steals work too, and s would be b.
+    if [ "$workers" = 1 ]; then
+        "$passthrough" "127.0.0.1:$PS" "127.0.0.1:$UP" 1 steal >/dev/null 2>&1 & pids+=($!)
+        wait_port $PS
+        names=(a b s c d e f)
+    fi
     gate_conf "$workers"
     "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" --data "$work/store" >/dev/null 2>&1 & pids+=($!)
     wait_port $NGX; wait_port $PP; wait_port $GATE
 
-    names=(a b c d e f)
     declare -A rps p50 p99
     for n in "${names[@]}"; do rps[$n]=""; p50[$n]=""; p99[$n]=""; done
     for round in $(seq 1 "$rounds"); do
@@ -72,6 +81,7 @@ for workers in $worker_counts; do
             case $n in
                 a) r=$(run "http://127.0.0.1:$UP/x") ;;
                 b) r=$(run "http://127.0.0.1:$PP/x") ;;
+                s) r=$(run "http://127.0.0.1:$PS/x") ;;
                 c) r=$(run "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key") ;;
                 d) r=$(run "http://127.0.0.1:$GATE/x") ;;
                 e) r=$(run "http://127.0.0.1:$GATE/x" "Authorization: Bearer $key") ;;
@@ -82,7 +92,7 @@ for workers in $worker_counts; do
         done
     done
     declare -A med
-    declare -A label=([a]="a) upstream directly" [b]="b) bare Pingora passthrough" [c]="c) nginx + auth_request" [d]="d) tachi-gate, guest" [e]="e) tachi-gate, valid key" [f]="f) tachi-gate, invalid key (401)")
+    declare -A label=([a]="a) upstream directly" [b]="b) bare Pingora passthrough" [s]="s) b, work-stealing runtime" [c]="c) nginx + auth_request" [d]="d) tachi-gate, guest" [e]="e) tachi-gate, valid key" [f]="f) tachi-gate, invalid key (401)")
     for n in "${names[@]}"; do
         med[$n]=$(tr ' ' '\n' <<<"${rps[$n]}" | grep . | median)
         printf "%-8s %-34s %12s %10s %10s\n" "$workers" "${label[$n]}" "${med[$n]}" \
@@ -99,6 +109,10 @@ for workers in $worker_counts; do
     }
     awk -v eb="$(paired e b)" -v ec="$(paired e c)" -v w="$workers" \
         'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   (medians of the ratios within each round)\n", w, eb, ec }'
+    if [ -n "${rps[s]:-}" ]; then
+        awk -v bs="$(paired b s)" -v w="$workers" \
+            'BEGIN { printf "%-8s b/s = %.2f   (the single-thread runtime against work stealing, within each round)\n", w, bs }'
+    fi
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     pids=()
     nginx -c "$work/nginx-proxy$workers.conf" -s stop
