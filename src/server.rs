@@ -105,7 +105,7 @@ const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(crate::head_deadline::KEEP
 ///
 /// One thread has nobody to share with, and there the multi-thread scheduler
 /// only costs. Under load on one thread the gate answered about a quarter
-/// more requests a second on a single-thread runtime (bare Pingora 3–12 %
+/// more requests a second on a single-thread runtime (bare Pingora 3–23 %
 /// more), spending about a fifth less CPU a request, with the same
 /// instructions (callgrind) and the same system calls (strace) a request.
 /// With more threads, sharing is what keeps them evenly busy: Pingora hands
