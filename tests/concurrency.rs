@@ -51,7 +51,7 @@ async fn no_use_of_a_key_succeeds_after_its_revocation_was_acknowledged() {
 /// a single-thread runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revocation_race_on_one_proxy_thread() {
-    revocation_race("[server]\nadmin_listen = \"\"\nthreads = 1\n").await;
+    revocation_race("[server]\nthreads = 1\n").await;
 }
 
 /// Uses a key from several connections while it is revoked; `extra` is TOML

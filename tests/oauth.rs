@@ -67,7 +67,7 @@ async fn whole_flow_reaches_upstream_with_identity_and_no_authorization() {
 /// work-stealing one: the same flow, through the other scheduler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_flow_on_one_proxy_thread() {
-    whole_flow("[server]\nadmin_listen = \"\"\nthreads = 1").await;
+    whole_flow("[server]\nthreads = 1").await;
 }
 
 /// Registers a client, issues a code and exchanges it, then forwards a

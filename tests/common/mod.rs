@@ -275,7 +275,8 @@ pub struct TestGate {
 
 impl TestGate {
     /// A gate with the built-in defaults but for `extra` TOML (which must not
-    /// set listen addresses, upstreams or the store path).
+    /// set listen addresses, upstreams or the store path) and for the admin
+    /// listener, which is off unless `extra` sets `server.admin_listen`.
     pub async fn start(extra: &str) -> TestGate {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
@@ -306,8 +307,12 @@ impl TestGate {
             upstream: Some(list.join(",")),
             data: Some(store.to_path_buf()),
         };
-        let toml = if extra.contains("[server]") {
+        // The admin listener is off unless asked for: its default address is
+        // one fixed port, which gates started side by side would contend for.
+        let toml = if extra.contains("admin_listen") {
             extra.to_string()
+        } else if extra.contains("[server]\n") {
+            extra.replacen("[server]\n", "[server]\nadmin_listen = \"\"\n", 1)
         } else {
             format!("[server]\nadmin_listen = \"\"\n{extra}")
         };
