@@ -22,19 +22,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(store: &Path, upstream: std::net::SocketAddr, subcommand: bool) -> Proc {
-        Proc::spawn_logging(store, upstream, subcommand, "warn")
+        Proc::spawn_configured(store, upstream, subcommand, "warn", "")
     }
 
-    fn spawn_logging(
-        store: &Path,
-        upstream: std::net::SocketAddr,
-        subcommand: bool,
-        log: &str,
-    ) -> Proc {
-        Proc::spawn_configured(store, upstream, subcommand, log, "")
-    }
-
-    /// `server` is more of the `[server]` table, one key a line.
+    /// `log` is the `RUST_LOG` filter; `server` is more of the `[server]`
+    /// table, one key a line.
     fn spawn_configured(
         store: &Path,
         upstream: std::net::SocketAddr,
@@ -411,7 +403,7 @@ async fn logs_have_access_and_audit_lines_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut p = Proc::spawn_logging(&store, upstream.addr, false, "info");
+    let mut p = Proc::spawn_configured(&store, upstream.addr, false, "info", "");
 
     let (_, v) = post_json(
         &http,

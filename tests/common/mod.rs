@@ -307,16 +307,12 @@ impl TestGate {
             upstream: Some(list.join(",")),
             data: Some(store.to_path_buf()),
         };
+        let mut config = Config::from_toml(extra, &overrides, None).expect("test config");
         // The admin listener is off unless asked for: its default address is
         // one fixed port, which gates started side by side would contend for.
-        let toml = if extra.contains("admin_listen") {
-            extra.to_string()
-        } else if extra.contains("[server]\n") {
-            extra.replacen("[server]\n", "[server]\nadmin_listen = \"\"\n", 1)
-        } else {
-            format!("[server]\nadmin_listen = \"\"\n{extra}")
-        };
-        let config = Config::from_toml(&toml, &overrides, None).expect("test config");
+        if !extra.contains("admin_listen") {
+            config.admin_listen = None;
+        }
         let addr = config.listen[0];
         let gate = Gate::build(config).expect("gate builds");
         let (stop, rx) = watch::channel(false);
