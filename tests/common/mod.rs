@@ -23,12 +23,39 @@ use tachi_gate::config::{Config, Overrides};
 use tachi_gate::server::Gate;
 use tokio::sync::watch;
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server the test starts later.
+///
+/// The port is released before the server binds it, so it must be one that
+/// nothing else in the meantime is handed: not one from the kernel's
+/// ephemeral range, which every `bind(":0")` and every outgoing connection
+/// of the tests running alongside draws from. Ports are taken in turn below
+/// that range, from a start that differs between test processes, so two
+/// tests of one process never get the same port and other processes rarely
+/// do.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (low, high) = fixed_port_range();
+    let span = usize::from(high - low);
+    let start = usize::try_from(std::process::id()).unwrap_or(0) * 7_919;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + u16::try_from(offset).expect("offset within span");
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The ports [`free_port`] hands out: from 10000 up to the start of the
+/// kernel's ephemeral range (read from Linux's setting, or its default).
+fn fixed_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    (LOW, ephemeral_start.max(LOW + 1_000))
 }
 
 /// A mock Tachi server: `/api/v1/status` answers by cookie, everything else is
