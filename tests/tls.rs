@@ -168,3 +168,178 @@ async fn an_untrusted_upstream_certificate_is_a_502() {
     .await;
     assert_eq!(a.get("/x").await.status(), 502);
 }
+
+/// A raw HTTP/2 connection over TLS, for frames no client library would send.
+struct RawH2 {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl RawH2 {
+    /// Connects with ALPN `h2` and sends the client preface and empty SETTINGS.
+    async fn connect(port: u16, ca: &str) -> RawH2 {
+        use tokio::io::AsyncWriteExt;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+        use tokio_rustls::rustls::{self, RootCertStore};
+
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(ca).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        stream.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+        RawH2 { stream }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Reads until the gate closes the connection (a TLS error counts as
+    /// closed); the error code of the GOAWAY frame it sent, if any.
+    async fn goaway_then_close(mut self) -> Option<u32> {
+        use tokio::io::AsyncReadExt;
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = self.stream.read(&mut buf).await {
+                received.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "the gate kept a broken HTTP/2 connection open"
+        );
+        let mut goaway = None;
+        let mut rest = &received[..];
+        while rest.len() >= 9 {
+            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let Some(payload) = rest.get(9..9 + len) else {
+                break;
+            };
+            if rest[3] == 0x7 && payload.len() >= 8 {
+                goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+            }
+            rest = &rest[9 + len..];
+        }
+        goaway
+    }
+}
+
+/// An HTTP/2 frame: type, flags, stream and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_protocol_faults_close_only_their_own_connection() {
+    const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_certificates(dir.path());
+    let port = free_port();
+    let gate = TestGate::start(&tls_config(port, &cert, &key)).await;
+    assert!(wait_for_port(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        std::time::Duration::from_secs(10)
+    ));
+    let (key_value, _, _) = gate.issue_key(2, &["submit_score"]).await;
+    let url = format!("https://localhost:{port}/api/v1/users/me");
+    // A connection opened before the faults, and used after them.
+    let bystander = client(&ca, false);
+    let r = bystander
+        .get(&url)
+        .bearer_auth(&key_value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+
+    // (what is sent, the GOAWAY error codes it may be answered with)
+    let get_headers = [0x82, 0x87, 0x84]; // :method GET, :scheme https, :path /
+    let faults: Vec<(&str, Vec<u8>, &[u32])> = vec![
+        (
+            "HEADERS on stream 0",
+            frame(0x1, END_STREAM_AND_HEADERS, 0, &get_headers),
+            &[0x1], // PROTOCOL_ERROR
+        ),
+        (
+            "a header block that does not decode",
+            frame(0x1, END_STREAM_AND_HEADERS, 1, &[0x80]),
+            // RFC 9113 §4.3 names COMPRESSION_ERROR; the h2 library (0.4)
+            // answers PROTOCOL_ERROR. Both end the connection.
+            &[0x9, 0x1],
+        ),
+        (
+            "a frame over the 16,384-byte maximum",
+            frame(0x0, 0, 1, &[0; 16_385]),
+            &[0x6], // FRAME_SIZE_ERROR
+        ),
+        (
+            "DATA on a stream never opened",
+            frame(0x0, 0x1, 3, b"hello"),
+            &[0x1], // PROTOCOL_ERROR
+        ),
+    ];
+    for (what, bytes, codes) in faults {
+        let mut raw = RawH2::connect(port, &ca).await;
+        raw.send(&bytes).await;
+        let answered = raw.goaway_then_close().await;
+        assert!(
+            answered.is_some_and(|c| codes.contains(&c)),
+            "{what}: GOAWAY {answered:?}, expected one of {codes:?}"
+        );
+    }
+    // A frame cut off by the client hanging up.
+    let mut raw = RawH2::connect(port, &ca).await;
+    raw.send(&frame(0x1, END_STREAM_AND_HEADERS, 1, &get_headers)[..6])
+        .await;
+    drop(raw);
+
+    // The connection from before still works, and so do new ones.
+    let r = bystander
+        .get(&url)
+        .bearer_auth(&key_value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["2"]);
+    let r = client(&ca, false)
+        .get(&url)
+        .bearer_auth("bad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
