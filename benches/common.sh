@@ -45,8 +45,17 @@ bench_cleanup() {
 
 # nginx_conf NAME WORKERS HTTP-BLOCK-BODY: starts an nginx with that config.
 nginx_conf() {
+    nginx_conf_write "$@"
+    nginx -c "$work/nginx-$1.conf"
+}
+
+# nginx_conf_write NAME WORKERS HTTP-BLOCK-BODY [MAIN-DIRECTIVES]: writes
+# $work/nginx-NAME.conf without starting it (to run it some other way, say
+# in the foreground under valgrind: "daemon off; master_process off;").
+nginx_conf_write() {
     cat >"$work/nginx-$1.conf" <<CONF
 worker_processes $2;
+${4:-}
 pid $work/nginx-$1.pid;
 error_log $work/nginx-$1.err warn;
 events { worker_connections 4096; }
@@ -61,7 +70,27 @@ http {
     $3
 }
 CONF
-    nginx -c "$work/nginx-$1.conf"
+}
+
+# auth_server PORT KEY: the http block of c's auth endpoint, which answers
+# 204 to "Authorization: Bearer KEY" and 401 to anything else.
+auth_server() {
+    echo "server { listen 127.0.0.1:$1; location / { if (\$http_authorization != \"Bearer $2\") { return 401; } return 204; } }"
+}
+
+# auth_proxy PORT UPSTREAM-PORT AUTH-PORT: the http block of c, nginx as a
+# reverse proxy that asks the auth endpoint about every request first
+# (auth_request), with kept-alive connections to both.
+auth_proxy() {
+    echo "
+        upstream up { server 127.0.0.1:$2; keepalive 64; }
+        upstream auth { server 127.0.0.1:$3; keepalive 64; }
+        server {
+            listen 127.0.0.1:$1;
+            location / { auth_request /auth; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; }
+            location = /auth { internal; proxy_http_version 1.1; proxy_set_header Connection \"\";
+                proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_pass http://auth; }
+        }"
 }
 
 # upstream_nginx PORT: the fast upstream, one nginx worker answering a small JSON.

@@ -30,7 +30,7 @@ wait_port $UP
 
 # One key in a fresh store.
 key=$(bench_key)
-nginx_conf auth 1 "server { listen 127.0.0.1:$AUTH; location / { if (\$http_authorization != \"Bearer $key\") { return 401; } return 204; } }"
+nginx_conf auth 1 "$(auth_server $AUTH "$key")"
 wait_port $AUTH
 
 # One wrk run: prints "requests/s p50_us p99_us".
@@ -53,15 +53,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 printf "%-8s %-34s %12s %10s %10s\n" workers configuration "requests/s" "p50 µs" "p99 µs"
 for workers in $worker_counts; do
-    nginx_conf "proxy$workers" "$workers" "
-        upstream up { server 127.0.0.1:$UP; keepalive 64; }
-        upstream auth { server 127.0.0.1:$AUTH; keepalive 64; }
-        server {
-            listen 127.0.0.1:$NGX;
-            location / { auth_request /auth; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; }
-            location = /auth { internal; proxy_http_version 1.1; proxy_set_header Connection \"\";
-                proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_pass http://auth; }
-        }"
+    nginx_conf "proxy$workers" "$workers" "$(auth_proxy $NGX $UP $AUTH)"
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" "$workers" >/dev/null 2>&1 & pids+=($!)
     names=(a b c d e f)
     # With more than one worker the gate steals work too, and s would be b.

@@ -8,6 +8,8 @@
 #   e) tachi-gate, valid key        f) tachi-gate, invalid key (401)
 #   b') the passthrough with the gate's upstream read timeout (60 s, its
 #       default), which b leaves unset: Pingora's own cost for that timer
+#   c) nginx with auth_request, as in benches/load.sh: its proxy process,
+#      and with its auth endpoint's process added (c+)
 #
 # Usage: benches/profile.sh [SECONDS=6]
 # Leaves the callgrind files in $KEEP (if set) for callgrind_annotate.
@@ -23,7 +25,7 @@ bench_on_exit() {
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/ 2>/dev/null || true; fi
 }
 
-UP=18091 PP=18094 GATE=18095 PT=18096
+UP=18091 AUTH=18092 NGX=18093 PP=18094 GATE=18095 PT=18096
 upstream_nginx $UP
 key=$(bench_key)
 gate_conf 1
@@ -35,20 +37,29 @@ valgrind --tool=callgrind --callgrind-out-file="$work/cg.timed.%p" \
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.gate.%p" \
     "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" \
     --data "$work/store" >/dev/null 2>&1 & pids+=($!)
+# c's two nginx processes, each one process (no master) in the foreground.
+nginx_conf_write cauth 1 "$(auth_server $AUTH "$key")" "daemon off; master_process off;"
+nginx_conf_write cproxy 1 "$(auth_proxy $NGX $UP $AUTH)" "daemon off; master_process off;"
+for n in cauth cproxy; do
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n.%p" \
+        nginx -c "$work/nginx-$n.conf" >/dev/null 2>&1 & pids+=($!)
+done
 # Under valgrind start-up is slow (the first run of a new build reads its debug info).
-wait_port $PP 300; wait_port $PT 300; wait_port $GATE 300
+wait_port $PP 300; wait_port $PT 300; wait_port $GATE 300; wait_port $AUTH 300; wait_port $NGX 300
 
-# One measurement: zero the counters of process $1, run wrk, dump; prints Ir/request.
-measure() { # pid name url [header]
-    local pid=$1 name=$2 url=$3 hdr=${4:-X-Bench: 1}
+# One measurement: zero the counters of the processes in $1 (a
+# comma-separated list), run wrk, dump; prints their Ir/request, summed.
+measure() { # pids name url [header]
+    local name=$2 url=$3 hdr=${4:-X-Bench: 1} pid n total=0 dump
     wrk -t1 -c4 -d2s -H "$hdr" "$url" >/dev/null # warm up
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    local n
+    for pid in ${1//,/ }; do callgrind_control -z "$pid" >/dev/null 2>&1; done
     n=$(wrk -t1 -c4 -d"${secs}s" -H "$hdr" "$url" | awk '/requests in/ {print $1}')
-    callgrind_control --dump="$name" "$pid" >/dev/null 2>&1
-    local dump
-    dump=$(ls -t "$work"/cg.*."$pid".* | head -1)
-    awk -v n="$n" '/^summary:/ {printf "%.0f", $2 / n}' "$dump"
+    for pid in ${1//,/ }; do
+        callgrind_control --dump="$name" "$pid" >/dev/null 2>&1
+        dump=$(ls -t "$work"/cg.*."$pid".* | head -1)
+        total=$(awk -v t="$total" '/^summary:/ {print t + $2}' "$dump")
+    done
+    awk -v t="$total" -v n="$n" 'BEGIN {printf "%.0f", t / n}'
 }
 
 b=$(measure "${pids[0]}" b "http://127.0.0.1:$PP/x")
@@ -56,10 +67,15 @@ bt=$(measure "${pids[1]}" bt "http://127.0.0.1:$PT/x")
 d=$(measure "${pids[2]}" d "http://127.0.0.1:$GATE/x")
 e=$(measure "${pids[2]}" e "http://127.0.0.1:$GATE/x" "Authorization: Bearer $key")
 f=$(measure "${pids[2]}" f "http://127.0.0.1:$GATE/x" "Authorization: Bearer 0000000000000000000000000000000000000000")
+c=$(measure "${pids[4]}" c "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key")
+cplus=$(measure "${pids[4]},${pids[3]}" cplus "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key")
 printf "%-34s %22s\n" configuration "instructions/request"
 printf "%-34s %22s\n" "b) bare Pingora passthrough" "$b" "b') b with a read timeout" "$bt" \
     "d) tachi-gate, guest" "$d" \
-    "e) tachi-gate, valid key" "$e" "f) tachi-gate, invalid key (401)" "$f"
+    "e) tachi-gate, valid key" "$e" "f) tachi-gate, invalid key (401)" "$f" \
+    "c) nginx + auth_request, proxy" "$c" "c+) c's proxy and auth endpoint" "$cplus"
 awk -v b="$b" -v bt="$bt" -v d="$d" -v e="$e" 'BEGIN {
     printf "d/b = %.2f   e/b = %.2f   (b/e = %.2f)\n", d/b, e/b, b/e
     printf "e/b\x27 = %.2f   (b\x27/e = %.2f)\n", e/bt, bt/e }'
+awk -v b="$b" -v c="$c" -v cp="$cplus" -v e="$e" 'BEGIN {
+    printf "e/c = %.2f   e/c+ = %.2f   b/c = %.2f   b/c+ = %.2f\n", e/c, e/cp, b/c, b/cp }'
