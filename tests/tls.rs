@@ -50,17 +50,42 @@ fn client(ca: &str, http1: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// A gate with a TLS listener on a certificate made for the test, and a key
+/// it issued for user 2.
+struct TlsGate {
+    gate: TestGate,
+    port: u16,
+    /// The path of the CA's PEM, to trust.
+    ca: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsGate {
+    async fn start() -> TlsGate {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = make_certificates(dir.path());
+        let port = free_port();
+        let gate = TestGate::start(&tls_config(port, &cert, &key)).await;
+        assert!(wait_for_port(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            std::time::Duration::from_secs(10)
+        ));
+        let (key, _, _) = gate.issue_key(2, &["submit_score"]).await;
+        TlsGate {
+            gate,
+            port,
+            ca,
+            key,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_answers_http1_and_http2() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, ca) = make_certificates(dir.path());
-    let port = free_port();
-    let gate = TestGate::start(&tls_config(port, &cert, &key)).await;
-    assert!(wait_for_port(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        std::time::Duration::from_secs(10)
-    ));
-    let (key_value, _, _) = gate.issue_key(2, &["submit_score"]).await;
+    let t = TlsGate::start().await;
+    let (gate, port, ca, key_value) = (&t.gate, t.port, t.ca.clone(), t.key.clone());
     let url = format!("https://localhost:{port}/api/v1/users/me");
 
     for (http1, version) in [
@@ -246,6 +271,16 @@ impl RawH2 {
     }
 }
 
+/// Sends a keyed GET that must be forwarded over HTTP/2; the upstream's echo.
+async fn forwarded_over_h2(client: &reqwest::Client, url: &str, key: &str) -> Value {
+    let r = client.get(url).bearer_auth(key).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    r.json().await.unwrap()
+}
+
 /// An HTTP/2 frame: type, flags, stream and payload.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
@@ -258,28 +293,12 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_protocol_faults_close_only_their_own_connection() {
     const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, ca) = make_certificates(dir.path());
-    let port = free_port();
-    let gate = TestGate::start(&tls_config(port, &cert, &key)).await;
-    assert!(wait_for_port(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        std::time::Duration::from_secs(10)
-    ));
-    let (key_value, _, _) = gate.issue_key(2, &["submit_score"]).await;
+    let t = TlsGate::start().await;
+    let (port, ca, key_value) = (t.port, t.ca.clone(), t.key.clone());
     let url = format!("https://localhost:{port}/api/v1/users/me");
     // A connection opened before the faults, and used after them.
     let bystander = client(&ca, false);
-    let r = bystander
-        .get(&url)
-        .bearer_auth(&key_value)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        (r.status().as_u16(), r.version()),
-        (200, reqwest::Version::HTTP_2)
-    );
+    forwarded_over_h2(&bystander, &url, &key_value).await;
 
     // (what is sent, the GOAWAY error codes it may be answered with)
     let get_headers = [0x82, 0x87, 0x84]; // :method GET, :scheme https, :path /
@@ -323,17 +342,7 @@ async fn http2_protocol_faults_close_only_their_own_connection() {
     drop(raw);
 
     // The connection from before still works, and so do new ones.
-    let r = bystander
-        .get(&url)
-        .bearer_auth(&key_value)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        (r.status().as_u16(), r.version()),
-        (200, reqwest::Version::HTTP_2)
-    );
-    let echo: Value = r.json().await.unwrap();
+    let echo = forwarded_over_h2(&bystander, &url, &key_value).await;
     assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["2"]);
     let r = client(&ca, false)
         .get(&url)
