@@ -520,18 +520,30 @@ async fn replaying_a_code_revokes_its_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_by_another_client_does_not_revoke() {
+async fn replay_by_another_client_revokes_too() {
+    // An unbound code intercepted and spent by another client first: the
+    // rightful client's later attempt is a replay, and kills the other's key.
     let gate = TestGate::start("").await;
+    let s = setup(&gate, json!({})).await;
+    let interceptor = gate.session(8);
+    let (b, b_secret) = gate
+        .create_client(&interceptor, CB, &["submit_score"])
+        .await;
+    let (st, v) = gate.token_json(json!({"client_id": b, "client_secret": b_secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": s.code})).await;
+    assert_eq!(st, 200);
+    let key = v["body"]["token"].as_str().unwrap().to_string();
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+    let (st, v) = gate.token_json(exchange_json(&s)).await;
+    assert_eq!((st, v["error"].as_str()), (404, Some("invalid_grant")));
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 401);
+    // A client that fails to authenticate revokes nothing.
     let s = setup(&gate, json!({})).await;
     let (st, v) = gate.token_json(exchange_json(&s)).await;
     assert_eq!(st, 200);
     let key = v["body"]["token"].as_str().unwrap().to_string();
-    let other = gate.session(8);
-    let (b, b_secret) = gate.create_client(&other, CB, &["submit_score"]).await;
-    let (st, _) = gate.token_json(json!({"client_id": b, "client_secret": b_secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": s.code})).await;
-    assert_eq!(st, 404);
-    let r = gate.get_with_key("/x", &key).await;
-    assert_eq!(r.status(), 200);
+    let (st, _) = gate.token_json(json!({"client_id": b, "client_secret": "wrong", "grant_type": "authorization_code", "redirect_uri": CB, "code": s.code})).await;
+    assert_eq!(st, 403);
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

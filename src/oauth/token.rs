@@ -168,7 +168,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         return Err(refuse(Failure::BadCode, "This code does not exist."));
     };
     if record.redeemed.is_some() {
-        return Err(replayed(app, &code_hash, &record, &client).await);
+        return Err(replayed(app, &code_hash, &client).await);
     }
     check_code(&record, &client, params.code_verifier.as_deref(), now)?;
 
@@ -184,8 +184,8 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         // had already seen it so.
         Redeem::Lost => {
             let now_spent = app.store.code(&code_hash).await?;
-            if let Some(spent) = now_spent.filter(|c| c.redeemed.is_some()) {
-                return Err(replayed(app, &code_hash, &spent, &client).await);
+            if now_spent.is_some_and(|c| c.redeemed.is_some()) {
+                return Err(replayed(app, &code_hash, &client).await);
             }
             if app.store.client(&client.client_id).await?.is_none() {
                 return Err(unknown_client());
@@ -197,28 +197,18 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     Ok(success(&minted.key, &minted.record))
 }
 
-/// A spent code presented again. RFC 6749 §4.1.2: the key it produced is
-/// revoked. Only the client that spent it can trigger that, so no one else can
-/// revoke its keys by learning a used code.
-async fn replayed(
-    app: &App,
-    code_hash: &Digest,
-    record: &CodeRecord,
-    client: &ClientRecord,
-) -> Outcome {
-    let by_spender = record
-        .redeemed
-        .as_ref()
-        .is_some_and(|spent| spent.client_id == client.client_id);
-    if by_spender {
-        match app.store.revoke_code_keys(code_hash).await {
-            Ok(revoked) => telemetry::keys_revoked(
-                revoked,
-                &format!("client={}", client.client_id),
-                "code replayed",
-            ),
-            Err(e) => return e.into(),
-        }
+/// A spent code presented again, by any authenticated client: the keys it
+/// produced are revoked (RFC 6749 §4.1.2). A client other than the one that
+/// spent it may be the code's rightful recipient, finding that someone who
+/// intercepted the code exchanged it first; revoking fails safe either way.
+async fn replayed(app: &App, code_hash: &Digest, client: &ClientRecord) -> Outcome {
+    match app.store.revoke_code_keys(code_hash).await {
+        Ok(revoked) => telemetry::keys_revoked(
+            revoked,
+            &format!("client={}", client.client_id),
+            "code replayed",
+        ),
+        Err(e) => return e.into(),
     }
     refuse(Failure::BadCode, "This code has already been used.")
 }
