@@ -50,15 +50,14 @@ fn client(ca: &str, http1: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
-/// A gate with a TLS listener on a certificate made for the test, and a key
-/// it issued for user 2.
+/// A gate with a TLS listener (beside its plain one) on a certificate made
+/// for the test, in a temporary directory the test may use too.
 struct TlsGate {
     gate: TestGate,
     port: u16,
     /// The path of the CA's PEM, to trust.
     ca: String,
-    key: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TlsGate {
@@ -67,25 +66,27 @@ impl TlsGate {
         let (cert, key, ca) = make_certificates(dir.path());
         let port = free_port();
         let gate = TestGate::start(&tls_config(port, &cert, &key)).await;
-        assert!(wait_for_port(
-            format!("127.0.0.1:{port}").parse().unwrap(),
-            std::time::Duration::from_secs(10)
-        ));
-        let (key, _, _) = gate.issue_key(2, &["submit_score"]).await;
-        TlsGate {
+        let t = TlsGate {
             gate,
             port,
             ca,
-            key,
-            _dir: dir,
-        }
+            dir,
+        };
+        assert!(wait_for_port(t.addr(), std::time::Duration::from_secs(10)));
+        t
+    }
+
+    /// The TLS listener's address.
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_answers_http1_and_http2() {
     let t = TlsGate::start().await;
-    let (gate, port, ca, key_value) = (&t.gate, t.port, t.ca.clone(), t.key.clone());
+    let (gate, port, ca) = (&t.gate, t.port, t.ca.clone());
+    let (key_value, _, _) = gate.issue_key(2, &["submit_score"]).await;
     let url = format!("https://localhost:{port}/api/v1/users/me");
 
     for (http1, version) in [
@@ -137,20 +138,17 @@ async fn tls_listener_answers_http1_and_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_upstream_with_a_private_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, ca) = make_certificates(dir.path());
     // B: a gate with a TLS listener in front of the mock Tachi.
-    let b_port = free_port();
-    let b = TestGate::start(&tls_config(b_port, &cert, &key)).await;
-    let b_tls: std::net::SocketAddr = format!("127.0.0.1:{b_port}").parse().unwrap();
-    assert!(wait_for_port(b_tls, std::time::Duration::from_secs(10)));
+    let b = TlsGate::start().await;
     // A: a gate whose upstream is B, over TLS, trusting the test CA.
-    let a_store = dir.path().join("a-store");
     let a = TestGate::start_with_upstreams(
-        &format!("[upstream]\ntls = true\nsni = \"localhost\"\nca_file = \"{ca}\"\n"),
-        &a_store,
+        &format!(
+            "[upstream]\ntls = true\nsni = \"localhost\"\nca_file = \"{}\"\n",
+            b.ca
+        ),
+        &b.dir.path().join("a-store"),
         vec![MockTachi::start().await],
-        &[b_tls],
+        &[b.addr()],
     )
     .await;
     let r = a.get("/through/both").await;
@@ -163,7 +161,7 @@ async fn tls_to_the_upstream_with_a_private_ca() {
         "B saw A arrive over TLS"
     );
     // Session checks go over TLS too: A asks B, B asks the mock.
-    let cookie = b.session(44);
+    let cookie = b.gate.session(44);
     let r = a
         .http
         .post(a.url("/api/v1/oauth/create-code"))
@@ -178,17 +176,12 @@ async fn tls_to_the_upstream_with_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_upstream_certificate_is_a_502() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _ca) = make_certificates(dir.path());
-    let b_port = free_port();
-    let _b = TestGate::start(&tls_config(b_port, &cert, &key)).await;
-    let b_tls: std::net::SocketAddr = format!("127.0.0.1:{b_port}").parse().unwrap();
-    assert!(wait_for_port(b_tls, std::time::Duration::from_secs(10)));
+    let b = TlsGate::start().await;
     let a = TestGate::start_with_upstreams(
         "[upstream]\ntls = true\nsni = \"localhost\"\n",
-        &dir.path().join("a-store"),
+        &b.dir.path().join("a-store"),
         vec![MockTachi::start().await],
-        &[b_tls],
+        &[b.addr()],
     )
     .await;
     assert_eq!(a.get("/x").await.status(), 502);
@@ -197,6 +190,15 @@ async fn an_untrusted_upstream_certificate_is_a_502() {
 /// A raw HTTP/2 connection over TLS, for frames no client library would send.
 struct RawH2 {
     stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    /// Bytes read and not yet taken as frames.
+    received: Vec<u8>,
+}
+
+/// One HTTP/2 frame as read: type, flags and payload.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    payload: Vec<u8>,
 }
 
 impl RawH2 {
@@ -230,7 +232,10 @@ impl RawH2 {
             .await
             .unwrap();
         stream.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
-        RawH2 { stream }
+        RawH2 {
+            stream,
+            received: Vec::new(),
+        }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -239,40 +244,65 @@ impl RawH2 {
         self.stream.flush().await.unwrap();
     }
 
-    /// Reads until the gate closes the connection (a TLS error counts as
-    /// closed); the error code of the GOAWAY frame it sent, if any.
-    async fn goaway_then_close(mut self) -> Option<u32> {
+    /// The next frame the gate sends; None once it has closed the
+    /// connection (a TLS error counts as closed). Panics after 10 s of
+    /// silence: the gate must neither hang nor keep a broken connection.
+    async fn next_frame(&mut self) -> Option<Frame> {
         use tokio::io::AsyncReadExt;
-        let mut received = Vec::new();
-        let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if self.received.len() >= 9 {
+                let r = &self.received;
+                let len = usize::from(r[0]) << 16 | usize::from(r[1]) << 8 | usize::from(r[2]);
+                if r.len() >= 9 + len {
+                    let frame = Frame {
+                        kind: r[3],
+                        flags: r[4],
+                        payload: r[9..9 + len].to_vec(),
+                    };
+                    self.received.drain(..9 + len);
+                    return Some(frame);
+                }
+            }
             let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = self.stream.read(&mut buf).await {
-                received.extend_from_slice(&buf[..n]);
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read(&mut buf),
+            )
+            .await
+            .expect("the gate neither answered nor closed the connection");
+            match read {
+                Ok(n @ 1..) => self.received.extend_from_slice(&buf[..n]),
+                _ => return None,
             }
-        })
-        .await;
-        assert!(
-            read.is_ok(),
-            "the gate kept a broken HTTP/2 connection open"
-        );
+        }
+    }
+
+    /// Reads until the gate closes the connection; the error code of the
+    /// GOAWAY frame it sent before, if any.
+    async fn goaway_then_close(mut self) -> Option<u32> {
         let mut goaway = None;
-        let mut rest = &received[..];
-        while rest.len() >= 9 {
-            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-            let Some(payload) = rest.get(9..9 + len) else {
-                break;
-            };
-            if rest[3] == 0x7 && payload.len() >= 8 {
-                goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+        while let Some(f) = self.next_frame().await {
+            if f.kind == 0x7 && f.payload.len() >= 8 {
+                goaway = Some(u32::from_be_bytes(f.payload[4..8].try_into().unwrap()));
             }
-            rest = &rest[9 + len..];
         }
         goaway
+    }
+
+    /// Sends a PING; whether the gate acknowledged it on this connection.
+    async fn ping_answered(&mut self, data: [u8; 8]) -> bool {
+        self.send(&frame(0x6, 0, 0, &data)).await;
+        while let Some(f) = self.next_frame().await {
+            if f.kind == 0x6 && f.flags & 0x1 != 0 && f.payload == data {
+                return true;
+            }
+        }
+        false
     }
 }
 
 /// Sends a keyed GET that must be forwarded over HTTP/2; the upstream's echo.
-async fn forwarded_over_h2(client: &reqwest::Client, url: &str, key: &str) -> Value {
+async fn keyed_get_over_h2(client: &reqwest::Client, url: &str, key: &str) -> Value {
     let r = client.get(url).bearer_auth(key).send().await.unwrap();
     assert_eq!(
         (r.status().as_u16(), r.version()),
@@ -294,11 +324,11 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 async fn http2_protocol_faults_close_only_their_own_connection() {
     const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
     let t = TlsGate::start().await;
-    let (port, ca, key_value) = (t.port, t.ca.clone(), t.key.clone());
-    let url = format!("https://localhost:{port}/api/v1/users/me");
+    let (port, ca) = (t.port, t.ca.as_str());
+    let (key, _, _) = t.gate.issue_key(2, &["submit_score"]).await;
     // A connection opened before the faults, and used after them.
-    let bystander = client(&ca, false);
-    forwarded_over_h2(&bystander, &url, &key_value).await;
+    let mut bystander = RawH2::connect(port, ca).await;
+    assert!(bystander.ping_answered(*b"before!!").await);
 
     // (what is sent, the GOAWAY error codes it may be answered with)
     let get_headers = [0x82, 0x87, 0x84]; // :method GET, :scheme https, :path /
@@ -327,7 +357,7 @@ async fn http2_protocol_faults_close_only_their_own_connection() {
         ),
     ];
     for (what, bytes, codes) in faults {
-        let mut raw = RawH2::connect(port, &ca).await;
+        let mut raw = RawH2::connect(port, ca).await;
         raw.send(&bytes).await;
         let answered = raw.goaway_then_close().await;
         assert!(
@@ -336,15 +366,21 @@ async fn http2_protocol_faults_close_only_their_own_connection() {
         );
     }
     // A frame cut off by the client hanging up.
-    let mut raw = RawH2::connect(port, &ca).await;
+    let mut raw = RawH2::connect(port, ca).await;
     raw.send(&frame(0x1, END_STREAM_AND_HEADERS, 1, &get_headers)[..6])
         .await;
     drop(raw);
 
-    // The connection from before still works, and so do new ones.
-    let echo = forwarded_over_h2(&bystander, &url, &key_value).await;
+    // The connection from before is still open and answered, and new ones
+    // are served.
+    assert!(
+        bystander.ping_answered(*b"after!!!").await,
+        "the faults of other connections closed this one"
+    );
+    let url = format!("https://localhost:{port}/api/v1/users/me");
+    let echo = keyed_get_over_h2(&client(ca, false), &url, &key).await;
     assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["2"]);
-    let r = client(&ca, false)
+    let r = client(ca, false)
         .get(&url)
         .bearer_auth("bad")
         .send()
