@@ -28,18 +28,18 @@ use tokio::sync::watch;
 /// The port is released before the server binds it, so it must be one that
 /// nothing else in the meantime is handed: not one from the kernel's
 /// ephemeral range, which every `bind(":0")` and every outgoing connection
-/// of the tests running alongside draws from. Ports are taken in turn below
-/// that range, from a start that differs between test processes, so two
-/// tests of one process never get the same port and other processes rarely
-/// do.
+/// of the tests running alongside draws from. Ports are taken in turn
+/// outside that range, from a start that differs between test processes, so
+/// two tests of one process never get the same port and other processes
+/// rarely do.
 pub fn free_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let (low, high) = fixed_port_range();
-    let span = usize::from(high - low);
-    let start = usize::try_from(std::process::id()).unwrap_or(0) * 7_919;
+    let span = u64::from(high - low);
+    let start = u64::from(std::process::id()) % span * 7_919;
     for _ in 0..span {
-        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let port = low + u16::try_from(offset).expect("offset within span");
+        let turn = u64::try_from(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+        let port = low + u16::try_from((start + turn) % span).expect("offset within span");
         if StdListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -47,15 +47,30 @@ pub fn free_port() -> u16 {
     panic!("no free port in {low}..{high}");
 }
 
-/// The ports [`free_port`] hands out: from 10000 up to the start of the
-/// kernel's ephemeral range (read from Linux's setting, or its default).
+/// The ports [`free_port`] hands out: the larger stretch of at least 1,000
+/// ports outside the kernel's ephemeral range (Linux's setting, or its
+/// default), not counting ports below 10000, which services tend to use.
 fn fixed_port_range() -> (u16, u16) {
     const LOW: u16 = 10_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+    let (first, last) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    (LOW, ephemeral_start.max(LOW + 1_000))
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    let below = (LOW, first.max(LOW));
+    let above = (last.saturating_add(1).max(LOW), u16::MAX);
+    let widest = if below.1 - below.0 >= above.1 - above.0 {
+        below
+    } else {
+        above
+    };
+    assert!(
+        widest.1 - widest.0 >= 1_000,
+        "the ephemeral port range {first}-{last} leaves no room for test ports"
+    );
+    widest
 }
 
 /// A mock Tachi server: `/api/v1/status` answers by cookie, everything else is
