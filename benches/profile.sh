@@ -49,17 +49,24 @@ wait_port $PP 300; wait_port $PT 300; wait_port $GATE 300; wait_port $AUTH 300; 
 
 # One measurement: zero the counters of the processes in $1 (a
 # comma-separated list), run wrk, dump; prints their Ir/request, summed.
+# Every answer must be the one expected (f's 401s aside): a run with other
+# statuses would count something else, so it stops the script.
 measure() { # pids name url [header]
-    local name=$2 url=$3 hdr=${4:-X-Bench: 1} pid n total=0 dump
+    local name=$2 url=$3 hdr=${4:-X-Bench: 1} pid out n dumps=()
     wrk -t1 -c4 -d2s -H "$hdr" "$url" >/dev/null # warm up
     for pid in ${1//,/ }; do callgrind_control -z "$pid" >/dev/null 2>&1; done
-    n=$(wrk -t1 -c4 -d"${secs}s" -H "$hdr" "$url" | awk '/requests in/ {print $1}')
+    out=$(wrk -t1 -c4 -d"${secs}s" -H "$hdr" "$url")
+    if [ "$name" != f ] && grep -q "Non-2xx" <<<"$out"; then
+        echo "$name: some answers were not 2xx:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
     for pid in ${1//,/ }; do
         callgrind_control --dump="$name" "$pid" >/dev/null 2>&1
-        dump=$(ls -t "$work"/cg.*."$pid".* | head -1)
-        total=$(awk -v t="$total" '/^summary:/ {print t + $2}' "$dump")
+        dumps+=("$(ls -t "$work"/cg.*."$pid".* | head -1)")
     done
-    awk -v t="$total" -v n="$n" 'BEGIN {printf "%.0f", t / n}'
+    awk -v n="$n" '/^summary:/ {t += $2} END {printf "%.0f", t / n}' "${dumps[@]}"
 }
 
 b=$(measure "${pids[0]}" b "http://127.0.0.1:$PP/x")
