@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
+use http::{HeaderValue, Method};
 use pingora::http::authority::raw_target_authority;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -154,7 +154,9 @@ pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
     .await
 }
 
-/// Writes a complete response with Content-Type and Content-Length.
+/// Writes a complete response with Content-Type and Content-Length; to a
+/// HEAD request, the same header with no content (Pingora leaves HTTP/1
+/// bodies out by itself, HTTP/2 ones not).
 pub async fn write_body(
     session: &mut Session,
     status: u16,
@@ -171,9 +173,12 @@ pub async fn write_body(
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
+    let content = if session.req_header().method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    };
+    session.write_response_body(Some(content), true).await
 }
 
 /// Reads the body of a request to an own route, within the size and time
@@ -278,7 +283,11 @@ impl GateProxy {
         if !route.allows(&header.method) {
             return Reply::method_not_allowed(route.allowed());
         }
-        let method = header.method.clone();
+        // HEAD is answered as GET is; `write_body` leaves out the content.
+        let method = match &header.method {
+            &Method::HEAD => Method::GET,
+            other => other.clone(),
+        };
         let query = header.uri.query().map(str::to_string);
         let authority = header.uri.authority().map(|a| a.to_string());
         let headers = header.headers.clone();

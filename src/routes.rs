@@ -81,7 +81,8 @@ pub fn own_route(path: &str) -> Option<Route> {
 }
 
 impl Route {
-    /// The methods this route answers, as an `Allow` header value.
+    /// The methods this route answers, as an `Allow` header value. HEAD goes
+    /// with GET (RFC 9110 §9.3.2): the same answer without its content.
     pub fn allowed(&self) -> &'static str {
         match self {
             Route::CreateCode
@@ -91,9 +92,9 @@ impl Route {
             | Route::CreateClient
             | Route::ResetSecret(_)
             | Route::CreateKey(_) => "POST",
-            Route::Clients | Route::Metadata | Route::Keys(_) => "GET",
+            Route::Clients | Route::Metadata | Route::Keys(_) => "GET, HEAD",
             Route::Key(..) => "DELETE",
-            Route::Client(_) => "GET, PATCH, DELETE",
+            Route::Client(_) => "GET, HEAD, PATCH, DELETE",
         }
     }
 
@@ -130,7 +131,8 @@ impl Route {
     }
 }
 
-/// Answers a request to an own route whose method is allowed.
+/// Answers a request to an own route whose method is allowed (a HEAD
+/// request comes here as a GET; the writer leaves out the content).
 pub async fn serve(app: &App, route: &Route, req: &ApiRequest) -> Reply {
     match (route, &req.method) {
         (Route::CreateCode, _) => create_code::create_code(app, req).await,

@@ -355,3 +355,72 @@ async fn delete_removes_the_client_and_every_key_it_issued() {
     let (st, _) = call(&gate, reqwest::Method::DELETE, &path, Some(&me), None).await;
     assert_eq!(st, 404);
 }
+
+/// HEAD on the gate's own GET routes answers as GET would, headers and all,
+/// without the content (RFC 9110 §9.3.2), and Allow lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_answered_as_get_without_content() {
+    let gate = TestGate::start("").await;
+    let me = gate.session(1);
+    let (id, _) = gate.create_client(&me, CB, &["submit_score"]).await;
+    let paths = [
+        ("/.well-known/oauth-authorization-server", None),
+        ("/api/v1/clients", Some(me.as_str())),
+        ("/api/v1/clients", None),
+        (&*format!("/api/v1/clients/{id}"), None),
+        ("/api/v1/users/1/api-tokens", Some(me.as_str())),
+        ("/api/v1/users/1/api-tokens", None),
+    ];
+    for (path, cookie) in paths {
+        let send = |method: reqwest::Method| {
+            let mut req = gate.http.request(method, gate.url(path));
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            req.send()
+        };
+        let get = send(reqwest::Method::GET).await.unwrap();
+        let head = send(reqwest::Method::HEAD).await.unwrap();
+        let shown = format!("HEAD {path} (session: {})", cookie.is_some());
+        assert_eq!(head.status(), get.status(), "{shown}");
+        for name in ["content-type", "content-length", "cache-control"] {
+            assert_eq!(
+                head.headers().get(name),
+                get.headers().get(name),
+                "{shown}: {name}"
+            );
+        }
+        let get_len: usize = get.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(get.bytes().await.unwrap().len(), get_len, "{shown}");
+        assert!(get_len > 0, "{shown}");
+        assert!(head.bytes().await.unwrap().is_empty(), "{shown}");
+    }
+    let (st, _) = call(
+        &gate,
+        reqwest::Method::POST,
+        &format!("/api/v1/clients/{id}"),
+        Some(&me),
+        None,
+    )
+    .await;
+    assert_eq!(st, 405);
+    let r = gate
+        .http
+        .post(gate.url(&format!("/api/v1/clients/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["allow"], "GET, HEAD, PATCH, DELETE");
+    let r = gate
+        .http
+        .head(gate.url("/api/v1/oauth/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+}

@@ -122,8 +122,24 @@ async fn tls_listener_answers_http1_and_http2() {
         .await
         .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let length = r.headers()["content-length"].clone();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["issuer"], format!("https://localhost:{port}"));
+    // HEAD over HTTP/2: the same header, and a stream ended with no content
+    // (Pingora leaves that to the application on HTTP/2).
+    let r = client(&ca, false)
+        .head(format!(
+            "https://localhost:{port}/.well-known/oauth-authorization-server"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    assert_eq!(r.headers()["content-length"], length);
+    assert!(r.bytes().await.unwrap().is_empty());
     let r = client(&ca, false)
         .get(format!("https://localhost:{port}/x"))
         .bearer_auth("bad")
