@@ -60,6 +60,32 @@ async fn admin_listener_serves_health_and_guards_the_admin_api() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["success"], true);
+    // Health checkers and scrapers may ask with HEAD: the same answer, no content.
+    for (path, content_type) in [("/healthz", "application/json"), ("/metrics", "text/plain")] {
+        let r = gate
+            .http
+            .head(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        assert!(r.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    let r = gate
+        .http
+        .post(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
 
     let r = gate
         .http

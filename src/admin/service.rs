@@ -50,8 +50,8 @@ impl AdminProxy {
         let header = session.req_header();
         let path = header.uri.path().to_string();
         if path == "/healthz" {
-            if header.method != http::Method::GET {
-                return Reply::method_not_allowed("GET");
+            if !reads(&header.method) {
+                return Reply::method_not_allowed("GET, HEAD");
             }
             // A read the store must be able to answer; a failure means it cannot serve.
             let probe = match self.app.store.healthy() {
@@ -108,6 +108,12 @@ impl AdminProxy {
     }
 }
 
+/// GET, or HEAD: the same answer, whose content `write_body` leaves out
+/// (health checkers and scrapers may send either).
+fn reads(method: &http::Method) -> bool {
+    matches!(*method, http::Method::GET | http::Method::HEAD)
+}
+
 #[async_trait]
 impl ProxyHttp for AdminProxy {
     type CTX = ();
@@ -116,7 +122,7 @@ impl ProxyHttp for AdminProxy {
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         let header = session.req_header();
-        if header.uri.path() == "/metrics" && header.method == http::Method::GET {
+        if header.uri.path() == "/metrics" && reads(&header.method) {
             let text = telemetry::render();
             write_body(session, 200, "text/plain; version=0.0.4", text, &[]).await?;
             return Ok(true);
