@@ -317,16 +317,6 @@ impl RawH2 {
     }
 }
 
-/// Sends a keyed GET that must be forwarded over HTTP/2; the upstream's echo.
-async fn keyed_get_over_h2(client: &reqwest::Client, url: &str, key: &str) -> Value {
-    let r = client.get(url).bearer_auth(key).send().await.unwrap();
-    assert_eq!(
-        (r.status().as_u16(), r.version()),
-        (200, reqwest::Version::HTTP_2)
-    );
-    r.json().await.unwrap()
-}
-
 /// An HTTP/2 frame: type, flags, stream and payload.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
@@ -394,7 +384,17 @@ async fn http2_protocol_faults_close_only_their_own_connection() {
         "the faults of other connections closed this one"
     );
     let url = format!("https://localhost:{port}/api/v1/users/me");
-    let echo = keyed_get_over_h2(&client(ca, false), &url, &key).await;
+    let r = client(ca, false)
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let echo: Value = r.json().await.unwrap();
     assert_eq!(echoed_headers(&echo, "x-tachi-user-id"), vec!["2"]);
     let r = client(ca, false)
         .get(&url)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,12 @@ use tokio::sync::watch;
 /// two tests of one process never get the same port and other processes
 /// rarely do.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let (low, high) = fixed_port_range();
     let span = u64::from(high - low);
     let start = u64::from(std::process::id()) % span * 7_919;
     for _ in 0..span {
-        let turn = u64::try_from(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = low + u16::try_from((start + turn) % span).expect("offset within span");
         if StdListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
