@@ -114,26 +114,16 @@ async fn tls_listener_answers_http1_and_http2() {
         assert!(echoed_headers(&echo, "forwarded").is_empty());
     }
     // The gate's own routes over HTTP/2 too, and the metadata says https.
-    let r = client(&ca, false)
-        .get(format!(
-            "https://localhost:{port}/.well-known/oauth-authorization-server"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let h2 = client(&ca, false);
+    let metadata = format!("https://localhost:{port}/.well-known/oauth-authorization-server");
+    let r = h2.get(&metadata).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     let length = r.headers()["content-length"].clone();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["issuer"], format!("https://localhost:{port}"));
     // HEAD over HTTP/2: the same header, and a stream ended with no content
     // (Pingora leaves that to the application on HTTP/2).
-    let r = client(&ca, false)
-        .head(format!(
-            "https://localhost:{port}/.well-known/oauth-authorization-server"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = h2.head(&metadata).send().await.unwrap();
     assert_eq!(
         (r.status().as_u16(), r.version()),
         (200, reqwest::Version::HTTP_2)
