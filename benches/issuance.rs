@@ -39,8 +39,10 @@ use tachi_gate::store::{
     Store,
 };
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/it/support/binary.rs"]
+mod binary;
+#[path = "../tests/it/support/ports.rs"]
+mod ports;
 
 // The allocator of the gate's binary, so that the store runs as it does there.
 #[global_allocator]
@@ -192,10 +194,10 @@ fn http_exchanges(
         "[server]\nadmin_listen = \"\"\n[limits]\nenabled = false\n[log]\nlevel = \"error\"\n",
     )
     .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
-    let gate = common::spawn_gate_binary(addr, &path, &["--config".as_ref(), config.as_ref()]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports::free_port()));
+    let gate = binary::spawn_gate_binary(addr, &path, &["--config".as_ref(), config.as_ref()]);
     assert!(
-        common::wait_for_port(addr, Duration::from_secs(60)),
+        ports::wait_for_port(addr, Duration::from_secs(60)),
         "the gate did not start"
     );
     let url = format!("http://{addr}/api/v1/oauth/token");

@@ -8,10 +8,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tachi_gate::body;
+use tachi_gate::api::oauth::token::TokenParams;
+use tachi_gate::auth::identity::identity_headers;
+use tachi_gate::auth::{policy, Identity};
 use tachi_gate::config::Config;
-use tachi_gate::gate::{identity_headers, policy, Identity};
-use tachi_gate::oauth::token::TokenParams;
+use tachi_gate::http::body;
 use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
 
 // The allocator of the gate's binary, so that allocation costs as it does there.
@@ -99,16 +100,16 @@ fn key_check(c: &mut Criterion) {
 
 fn policy_match(c: &mut Criterion) {
     let config = Config::from_toml_offline(
-        "[[gate.policy]]\nmethods = [\"POST\"]\npath_prefix = \"/ir/\"\nrequire = [\"submit_score\"]\n\
-         [[gate.policy]]\npath_prefix = \"/api/v1/users/me/settings\"\n\
-         [[gate.policy]]\nmethods = [\"DELETE\"]\npath_prefix = \"/api/v1/\"\nrequire = [\"delete_score\"]\n",
+        "[[auth.policy]]\nmethods = [\"POST\"]\npath_prefix = \"/ir/\"\nrequire = [\"submit_score\"]\n\
+         [[auth.policy]]\npath_prefix = \"/api/v1/users/me/settings\"\n\
+         [[auth.policy]]\nmethods = [\"DELETE\"]\npath_prefix = \"/api/v1/\"\nrequire = [\"delete_score\"]\n",
     )
     .unwrap();
     let held = vec!["submit_score".to_string()];
     c.bench_function("policy_match", |b| {
         b.iter(|| {
             let p = policy::first_match(
-                &config.gate.policies,
+                &config.auth.policies,
                 black_box("DELETE"),
                 black_box("/api/v1/sessions/abc"),
             );

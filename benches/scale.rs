@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use tachi_gate::store::{digest, KeyRecord, SledStore, Store};
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/it/support/binary.rs"]
+mod binary;
+#[path = "../tests/it/support/ports.rs"]
+mod ports;
 
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -67,11 +69,11 @@ fn main() {
             store.close().unwrap();
         }
         let size = dir_size(&path) as f64 / (1024.0 * 1024.0);
-        let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], ports::free_port()));
         let started = Instant::now();
-        let gate = common::spawn_gate_binary(addr, &path, &[]);
+        let gate = binary::spawn_gate_binary(addr, &path, &[]);
         assert!(
-            common::wait_for_port(addr, Duration::from_secs(120)),
+            ports::wait_for_port(addr, Duration::from_secs(120)),
             "the gate did not start"
         );
         let startup = started.elapsed();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pingora_limits::rate::Rate;
 
 use crate::config::LimitsConfig;
-use crate::reply::Reply;
+use crate::http::reply::Reply;
 use crate::telemetry::RATE_LIMITED;
 
 /// What is counted for an address: an IPv4 address itself, an IPv6 address's

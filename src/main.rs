@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use pingora::server::RunArgs;
 use serde_json::{json, Map, Value};
-use tachi_gate::admin::{AdminOp, KeyOwner};
-use tachi_gate::cli;
 use tachi_gate::config::{Config, Overrides};
+use tachi_gate::ops::admin::{AdminOp, KeyOwner};
+use tachi_gate::ops::cli;
 use tachi_gate::server::Gate;
 
 /// mimalloc rather than glibc's malloc: a proxied request makes over a hundred

@@ -2,6 +2,7 @@
 //! tasks, on a store opened here. `main.rs` and the tests both start the gate
 //! through [`Gate::build`], so the tests run exactly what ships.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,25 +13,37 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService, GenBackgroundService};
 use pingora::services::listening::Service;
 
-use crate::admin::service::AdminProxy;
 use crate::app::App;
 use crate::config::{Config, TlsConfig};
-use crate::head_deadline::HeadDeadline;
-use crate::proxy::GateProxy;
-use crate::store::{now_ms, SledStore, Store};
+use crate::listener::deadline::HeadDeadline;
+use crate::ops::admin::listener::AdminService;
+use crate::proxy::PublicProxy;
+use crate::store::{now_ms, OpenError, SledStore, Store, StoreError};
 use pingora::listeners::tls::TlsSettings;
 
-/// Why the gate could not start, as the one line printed before exiting.
-#[derive(Debug)]
-pub struct StartError(pub String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why the gate could not start (or stop cleanly), as the one line printed
+/// before exiting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// `server.upgrade_sock` cannot be used for a graceful upgrade.
+    #[error("server.upgrade_sock: {0}")]
+    UpgradeSock(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("server.tls: {0}")]
+    Tls(String),
+    /// The upstream settings cannot be put to use (addresses, CA file).
+    #[error("{0}")]
+    Upstream(String),
+    #[error("closing the store failed: {0}")]
+    Close(#[source] StoreError),
 }
-
-impl std::error::Error for StartError {}
 
 /// A gate ready to run.
 pub struct Gate {
@@ -73,20 +86,16 @@ fn check_certificate(tls: &TlsConfig) -> Result<(), StartError> {
     rustls::install_default_crypto_provider();
     let (cert, key) = (path_str(&tls.cert), path_str(&tls.key));
     let loaded = rustls::load_certs_and_key_files(&cert, &key)
-        .map_err(|e| StartError(format!("server.tls: cannot read {cert} or {key}: {e}")))?;
+        .map_err(|e| StartError::Tls(format!("cannot read {cert} or {key}: {e}")))?;
     let Some((certs, key_der)) = loaded else {
-        return Err(StartError(format!(
-            "server.tls: {cert} has no certificate or {key} has no private key"
+        return Err(StartError::Tls(format!(
+            "{cert} has no certificate or {key} has no private key"
         )));
     };
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| {
-            StartError(format!(
-                "server.tls: {cert} and {key} do not make a usable pair: {e}"
-            ))
-        })?;
+        .map_err(|e| StartError::Tls(format!("{cert} and {key} do not make a usable pair: {e}")))?;
     Ok(())
 }
 
@@ -97,7 +106,7 @@ const UPGRADE_STORE_WAIT: Duration = Duration::from_secs(60);
 
 /// How long an HTTP/2 connection with no open stream is kept: as long as an
 /// idle HTTP/1 connection.
-const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(crate::head_deadline::KEEPALIVE_SECS);
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(crate::listener::deadline::KEEPALIVE_SECS);
 
 /// Whether the proxy's worker threads share their work (Tokio's multi-thread
 /// scheduler, Pingora's default) rather than each running a single-thread
@@ -122,10 +131,10 @@ fn open_store(path: &std::path::Path, upgrade: bool) -> Result<SledStore, StartE
     loop {
         match SledStore::open(path) {
             Ok(store) => return Ok(store),
-            Err(e) if upgrade && e.is_locked() && started.elapsed() < UPGRADE_STORE_WAIT => {
+            Err(OpenError::Locked { .. }) if upgrade && started.elapsed() < UPGRADE_STORE_WAIT => {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(StartError(e.0)),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -148,14 +157,14 @@ impl Gate {
             .filter(|d| !d.as_os_str().is_empty());
         // A Unix socket path holds at most 107 bytes.
         if upgrade && config.upgrade_sock.as_os_str().len() > 107 {
-            return Err(StartError(format!(
-                "server.upgrade_sock: {} is longer than a Unix socket path may be",
+            return Err(StartError::UpgradeSock(format!(
+                "{} is longer than a Unix socket path may be",
                 config.upgrade_sock.display()
             )));
         }
         if upgrade && !sock_dir.is_some_and(|d| d.is_dir()) {
-            return Err(StartError(format!(
-                "server.upgrade_sock: the directory of {} does not exist",
+            return Err(StartError::UpgradeSock(format!(
+                "the directory of {} does not exist",
                 config.upgrade_sock.display()
             )));
         }
@@ -168,8 +177,10 @@ impl Gate {
                 .chain(tls_listen)
                 .chain(&config.admin_listen)
             {
-                std::net::TcpListener::bind(addr)
-                    .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+                std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen {
+                    addr: *addr,
+                    source,
+                })?;
             }
         }
 
@@ -204,10 +215,11 @@ impl Gate {
 
         let config = Arc::new(config);
         let app = Arc::new(
-            App::new(config.clone(), store.clone() as Arc<dyn Store>).map_err(StartError)?,
+            App::new(config.clone(), store.clone() as Arc<dyn Store>)
+                .map_err(StartError::Upstream)?,
         );
         let mut gate_proxy =
-            pingora::proxy::http_proxy(&server.configuration, GateProxy::new(app.clone()));
+            pingora::proxy::http_proxy(&server.configuration, PublicProxy::new(app.clone()));
         // HTTP/2 connections bypass the HTTP/1 header deadline; without this an
         // idle one would be kept for ever.
         let mut options = HttpServerOptions::default();
@@ -224,7 +236,7 @@ impl Gate {
             for addr in &tls.listen {
                 let mut settings =
                     TlsSettings::intermediate(&path_str(&tls.cert), &path_str(&tls.key))
-                        .map_err(|e| StartError(format!("server.tls: {e}")))?;
+                        .map_err(|e| StartError::Tls(e.to_string()))?;
                 // ALPN offers h2 first, then http/1.1.
                 settings.enable_h2();
                 proxy.add_tls_with_settings(&addr.to_string(), None, settings);
@@ -234,7 +246,7 @@ impl Gate {
         if let Some(addr) = config.admin_listen {
             let mut admin = pingora::proxy::http_proxy_service_with_name(
                 &server.configuration,
-                AdminProxy::new(app.clone()),
+                AdminService::new(app.clone()),
                 "tachi-gate admin",
             );
             admin.add_tcp(&addr.to_string());
@@ -260,9 +272,7 @@ impl Gate {
     /// Serves until a shutdown signal, then makes the store durable and closes it.
     pub fn run(self, args: RunArgs) -> Result<(), StartError> {
         self.server.run(args);
-        self.store
-            .close()
-            .map_err(|e| StartError(format!("closing the store failed: {e}")))
+        self.store.close().map_err(StartError::Close)
     }
 }
 

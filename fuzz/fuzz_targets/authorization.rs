@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tachi_gate::gate::credentials::{basic_credentials, parse, Authorization};
+use tachi_gate::http::authorization::{basic_credentials, parse, Authorization};
 
 fuzz_target!(|data: &[u8]| {
     if let Authorization::Basic(encoded) = parse(data) {

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tachi_gate::body;
-use tachi_gate::oauth::token::TokenParams;
+use tachi_gate::http::body;
+use tachi_gate::api::oauth::token::TokenParams;
 
 fuzz_target!(|data: &[u8]| {
     let (selector, rest) = data.split_first().unwrap_or((&0, &[]));

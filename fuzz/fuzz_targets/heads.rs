@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tachi_gate::head_check::refusal;
-use tachi_gate::head_deadline::HeadScan;
+use tachi_gate::listener::head_check::refusal;
+use tachi_gate::listener::deadline::HeadScan;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

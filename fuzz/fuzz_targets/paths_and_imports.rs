@@ -7,10 +7,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(path) = tachi_gate::gate::path::canonical(text) {
-        let _ = tachi_gate::routes::own_route(&path);
+    if let Ok(path) = tachi_gate::http::path::canonical(text) {
+        let _ = tachi_gate::api::routes::own_route(&path);
     }
     let known = vec!["submit_score".to_string()];
-    let _ = tachi_gate::import::clients(text, &known);
-    let _ = tachi_gate::import::keys(text, &known);
+    let _ = tachi_gate::ops::import::clients(text, &known);
+    let _ = tachi_gate::ops::import::keys(text, &known);
 });

@@ -2,13 +2,14 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{only_fields, permission_list};
-use crate::app::{ApiRequest, App};
-use crate::body;
-use crate::reply::Reply;
+use super::fields::{only_fields, permission_list};
+use crate::api::views;
+use crate::app::App;
+use crate::http::body;
+use crate::http::reply::Reply;
+use crate::http::request::ApiRequest;
 use crate::store::{digest_hex, now_ms, random_hex, ClientInsert, ClientRecord};
 use crate::telemetry;
-use crate::views;
 
 const NOT_A_SESSION: &str = "You are not authenticated (for a session-level request, atleast).";
 /// The answer to a client ID that names no client, wherever one is looked up.
@@ -102,7 +103,12 @@ async fn owned_client(app: &App, req: &ApiRequest, id: &str) -> Result<ClientRec
         Ok(None) => return Err(Reply::failure(404, NO_SUCH_CLIENT)),
         Err(e) => return Err(e.into()),
     };
-    if app.session_required(req, NOT_A_SESSION).await? != client.author {
+    if app
+        .auth()
+        .session_required(&req.headers, NOT_A_SESSION)
+        .await?
+        != client.author
+    {
         return Err(Reply::failure(
             403,
             "You are not authorized to perform this action.",
@@ -115,7 +121,11 @@ async fn owned_client(app: &App, req: &ApiRequest, id: &str) -> Result<ClientRec
 ///
 /// @name GET /api/v1/clients
 pub async fn list(app: &App, req: &ApiRequest) -> Reply {
-    let user = match app.session_required(req, NOT_A_SESSION).await {
+    let user = match app
+        .auth()
+        .session_required(&req.headers, NOT_A_SESSION)
+        .await
+    {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -131,7 +141,8 @@ pub async fn list(app: &App, req: &ApiRequest) -> Reply {
 /// @name POST /api/v1/clients/create
 pub async fn create(app: &App, req: &ApiRequest) -> Reply {
     let author = match app
-        .session_required(req, "You are not authenticated.")
+        .auth()
+        .session_required(&req.headers, "You are not authenticated.")
         .await
     {
         Ok(u) => u,

@@ -1,50 +1,22 @@
-//! Tachi's own management routes that the gate serves from its store, and
-//! the validation they share with the admin API.
+//! The routes the gate answers itself, from its own store: Tachi's OAuth2
+//! flow, its client and API-key routes, and the OAuth metadata. Each URL
+//! has one file; [`routes`] is the table from URL to handler.
+//!
+//! | URL                                          | file                  |
+//! |----------------------------------------------|-----------------------|
+//! | `/api/v1/oauth/create-code`                  | `oauth/create_code.rs`|
+//! | `/api/v1/oauth/token`                        | `oauth/token.rs`      |
+//! | `/api/v1/oauth/revoke`                       | `oauth/revoke.rs`     |
+//! | `/api/v1/oauth/introspect`                   | `oauth/introspect.rs` |
+//! | `/.well-known/oauth-authorization-server`    | `oauth/metadata.rs`   |
+//! | `/api/v1/clients…`                           | `clients.rs`          |
+//! | `/api/v1/users/:userID/api-tokens…`          | `api_tokens.rs`       |
+//!
+//! Every route is described for its callers in docs/http-api.md.
 
+pub mod api_tokens;
 pub mod clients;
-pub mod tokens;
-
-use serde_json::{Map, Value};
-
-use crate::reply::Reply;
-
-/// Refuses any field outside `allowed`, naming the first one.
-pub fn only_fields(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), Reply> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => {
-            let shown: String = k.chars().take(60).collect();
-            Err(Reply::failure(400, format!("Unexpected field '{shown}'.")))
-        }
-        None => Ok(()),
-    }
-}
-
-/// An array of permission names, each one of `known`, de-duplicated in order.
-pub fn permission_list(value: Option<&Value>, known: &[String]) -> Result<Vec<String>, Reply> {
-    let Some(Value::Array(list)) = value else {
-        return Err(Reply::failure(
-            400,
-            "Invalid permissions: expected an array of permission names.",
-        ));
-    };
-    let mut permissions: Vec<String> = Vec::with_capacity(list.len());
-    for p in list {
-        match p.as_str() {
-            Some(p) if known.iter().any(|k| k == p) => {
-                if !permissions.iter().any(|q| q == p) {
-                    permissions.push(p.to_string());
-                }
-            }
-            _ => {
-                return Err(Reply::failure(
-                    400,
-                    format!(
-                        "Invalid permissions: each must be one of {}.",
-                        known.join(", ")
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(permissions)
-}
+pub mod fields;
+pub mod oauth;
+pub mod routes;
+pub mod views;

@@ -60,9 +60,7 @@ impl<R: Send + 'static, O: Send + 'static> Batcher<R, O> {
                         jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
                     // A panic fails its batch, not every later request.
                     let outcome = panic::catch_unwind(AssertUnwindSafe(|| apply(&requests)))
-                        .unwrap_or_else(|_| {
-                            Err(StoreError("the store writer failed on this batch".into()))
-                        });
+                        .unwrap_or_else(|_| Err(StoreError::BatchFailed));
                     answer(replies, outcome);
                 }
             })?;
@@ -79,17 +77,15 @@ impl<R: Send + 'static, O: Send + 'static> Batcher<R, O> {
             let queue = self
                 .queue
                 .lock()
-                .map_err(|_| StoreError("the store writer's queue is poisoned".into()))?;
+                .map_err(|_| StoreError::Stopped("writer"))?;
             let Some(queue) = queue.as_ref() else {
-                return Err(StoreError("the store is closing".into()));
+                return Err(StoreError::Closing);
             };
             queue
                 .send(Job { request, reply })
-                .map_err(|_| StoreError("the store writer has stopped".into()))?;
+                .map_err(|_| StoreError::Stopped("writer"))?;
         }
-        answer
-            .await
-            .map_err(|_| StoreError("the store writer has stopped".into()))?
+        answer.await.map_err(|_| StoreError::Stopped("writer"))?
     }
 }
 
@@ -123,16 +119,15 @@ fn answer<O>(
             let mut answers = answers.into_iter();
             for reply in replies {
                 let one = answers.next().unwrap_or_else(|| {
-                    Err(StoreError(format!(
-                        "the store writer answered {given} requests of a batch"
-                    )))
+                    log::error!("the store writer answered {given} requests of a batch");
+                    Err(StoreError::BatchFailed)
                 });
                 let _ = reply.send(one);
             }
         }
         Err(e) => {
             for reply in replies {
-                let _ = reply.send(Err(StoreError(e.0.clone())));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
@@ -221,7 +216,7 @@ mod tests {
     async fn a_failed_batch_fails_each_of_its_requests_and_a_short_answer_the_rest() {
         let (b, entered, release) = held_batcher(|rs| {
             if rs.len() > 1 {
-                Err(StoreError("disk gone".into()))
+                Err(StoreError::Flush)
             } else {
                 Ok(Vec::new())
             }
@@ -230,9 +225,12 @@ mod tests {
         release.wait();
         assert_eq!(queued.next().unwrap().await.unwrap(), 0);
         for f in queued {
-            assert!(f.await.unwrap_err().0.contains("disk gone"));
+            assert!(matches!(f.await.unwrap_err(), StoreError::Flush));
         }
-        assert!(b.submit(9).await.unwrap_err().0.contains("answered 0"));
+        assert!(matches!(
+            b.submit(9).await.unwrap_err(),
+            StoreError::BatchFailed
+        ));
     }
 
     #[tokio::test]
@@ -242,7 +240,10 @@ mod tests {
             Ok(rs.iter().map(|r| Ok(*r)).collect())
         })
         .unwrap();
-        assert!(b.submit(13).await.unwrap_err().0.contains("failed"));
+        assert!(matches!(
+            b.submit(13).await.unwrap_err(),
+            StoreError::BatchFailed
+        ));
         assert_eq!(b.submit(1).await.unwrap(), 1);
     }
 
@@ -260,6 +261,9 @@ mod tests {
         for (i, f) in queued.into_iter().enumerate() {
             assert_eq!(f.await.unwrap(), i as u32);
         }
-        assert!(b.submit(1).await.unwrap_err().0.contains("closing"));
+        assert!(matches!(
+            b.submit(1).await.unwrap_err(),
+            StoreError::Closing
+        ));
     }
 }

@@ -76,9 +76,9 @@ impl GroupCommit {
                 .shared
                 .queue
                 .lock()
-                .map_err(|_| StoreError("flusher lock poisoned".into()))?;
+                .map_err(|_| StoreError::Stopped("flusher"))?;
             if q.1 {
-                return Err(StoreError("the store is closing".into()));
+                return Err(StoreError::Closing);
             }
             q.0 += 1;
             q.0
@@ -94,12 +94,12 @@ impl GroupCommit {
         let result = rx
             .wait_for(|p| p.done >= ticket.0 || p.failed >= ticket.0)
             .await
-            .map_err(|_| StoreError("the flusher has stopped".into()))
+            .map_err(|_| StoreError::Stopped("flusher"))
             .and_then(|p| {
                 if p.done >= ticket.0 {
                     Ok(())
                 } else {
-                    Err(StoreError("flushing the store to disk failed".into()))
+                    Err(StoreError::Flush)
                 }
             });
         crate::telemetry::STORE

@@ -19,7 +19,7 @@ pub use commit::GroupCommit;
 pub use records::{
     Challenge, ClientRecord, CodeRecord, KeyRecord, MintedKey, PkceMethod, Redemption,
 };
-pub use sled_store::{key_index_entries, SledStore};
+pub use sled_store::{key_index_entries, OpenError, SledStore};
 
 use std::sync::Arc;
 
@@ -67,22 +67,31 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A failure of the store itself (disk, corruption); never the caller's fault.
-#[derive(Debug)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "store error: {}", self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError(e.to_string())
-    }
+/// A failure of the store itself (disk, corruption, shutting down); never
+/// the caller's fault. Cloned to every request of a batch that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database engine failed (I/O, or its own corruption checks).
+    #[error("store error: {0}")]
+    Db(#[from] sled::Error),
+    /// A record could not be encoded (unreachable for the records kept).
+    #[error("store error: cannot encode a record: {0}")]
+    Encode(String),
+    /// A stored record or index entry is not what the gate wrote.
+    #[error("store error: corrupt {0}")]
+    Corrupt(String),
+    /// Syncing to disk failed: nothing since the last good sync is acknowledged.
+    #[error("store error: flushing the store to disk failed")]
+    Flush,
+    /// The store is shutting down and takes no more changes.
+    #[error("store error: the store is closing")]
+    Closing,
+    /// One of the store's own threads (named) has stopped or failed.
+    #[error("store error: the store {0} has stopped")]
+    Stopped(&'static str),
+    /// The writer could not apply the batch this change was in.
+    #[error("store error: the store writer failed on this batch")]
+    BatchFailed,
 }
 
 /// A change to a client record, for [`Store::modify_client`].

@@ -124,3 +124,18 @@ impl KeyRecord {
         )
     }
 }
+
+#[cfg(test)]
+impl KeyRecord {
+    /// A key record for unit tests: user 5, permissions `a` and `b`, token ID `t1`.
+    pub(crate) fn sample() -> KeyRecord {
+        KeyRecord {
+            token_id: "t1".into(),
+            user_id: 5,
+            identifier: "x".into(),
+            permissions: vec!["a".into(), "b".into()],
+            from_client: None,
+            created_on: 0,
+        }
+    }
+}

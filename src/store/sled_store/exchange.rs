@@ -76,7 +76,7 @@ pub(super) fn start(
             .map(|o| match o? {
                 Redeem::Issued => match &ticket {
                     Ok(t) => Ok((Redeem::Issued, *t)),
-                    Err(e) => Err(StoreError(e.0.clone())),
+                    Err(e) => Err(e.clone()),
                 },
                 Redeem::Lost => Ok((Redeem::Lost, None)),
             })
@@ -207,7 +207,8 @@ mod tests {
             .iter()
             .map(|o| match o {
                 Ok(r) => format!("{r:?}"),
-                Err(e) => e.0.split(':').next().unwrap_or_default().to_string(),
+                Err(StoreError::Corrupt(_)) => "corrupt record".to_string(),
+                Err(e) => e.to_string(),
             })
             .collect();
         assert_eq!(

@@ -1,0 +1,57 @@
+//! `GET /.well-known/oauth-authorization-server`: RFC 8414 metadata.
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::http::reply::Reply;
+use crate::http::request::ApiRequest;
+
+/// The issuer: `server.public_url`, else the request's scheme and Host.
+fn issuer(app: &App, req: &ApiRequest) -> String {
+    if let Some(url) = &app.config.public_url {
+        return url.clone();
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.authority.clone())
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
+        .or_else(|| {
+            let tls = app.config.tls.iter().flat_map(|t| t.listen.iter());
+            app.config
+                .listen
+                .iter()
+                .chain(tls)
+                .next()
+                .map(|a| a.to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    let scheme = if req.tls { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// Describes the gate's OAuth2 endpoints for client libraries that discover them.
+///
+/// @name GET /.well-known/oauth-authorization-server
+pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
+    let issuer = issuer(app, req);
+    let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
+    let body = json!({
+        "issuer": issuer,
+        // Where Tachi's front-end asks the user to authorise a client.
+        "authorization_endpoint": format!("{issuer}/oauth/request-auth"),
+        "token_endpoint": format!("{issuer}/api/v1/oauth/token"),
+        "revocation_endpoint": format!("{issuer}/api/v1/oauth/revoke"),
+        "introspection_endpoint": format!("{issuer}/api/v1/oauth/introspect"),
+        "grant_types_supported": ["authorization_code"],
+        "response_types_supported": ["code"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "scopes_supported": app.config.oauth.permissions,
+    });
+    Reply::plain(200, body)
+}

@@ -1,0 +1,428 @@
+//! From the file format to a usable [`Config`]: one function per section,
+//! each naming the key at fault in its error, as the file spells it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::file::{
+    FileAuth, FileConfig, FileLimits, FileLog, FileOAuth, FilePolicy, FileServer, FileSession,
+    FileStore, FileUpstream, OneOrMany,
+};
+use super::{
+    AuthConfig, Config, ConfigError, LimitsConfig, OAuthConfig, Overrides, Policy, SessionConfig,
+    TlsConfig, UnknownTokens, UpstreamConfig, DEFAULT_PERMISSIONS, MAX_TTL_SECS,
+};
+
+/// Turns `host:port` into an address, resolving a host name once.
+pub(super) type Resolver<'a> = &'a dyn Fn(&str) -> Result<SocketAddr, String>;
+
+/// The resolver for real start-ups: the system's, once per address.
+pub(super) fn resolve(value: &str) -> Result<SocketAddr, String> {
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| "it resolves to no address".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn invalid<T>(key: impl Into<String>, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    })
+}
+
+fn socket_addr(key: &str, value: &str, resolver: Resolver<'_>) -> Result<SocketAddr, ConfigError> {
+    resolver(value).or_else(|e| {
+        invalid(
+            key,
+            format!("`{value}` is not a usable host:port address ({e})"),
+        )
+    })
+}
+
+/// A list of addresses: the command-line override, else the file, else the default.
+fn address_list(
+    key: &str,
+    over: Option<&String>,
+    file: Option<OneOrMany>,
+    default: &str,
+    resolver: Resolver<'_>,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let raw = match over {
+        // On the command line several addresses are separated by commas.
+        Some(a) => a.split(',').map(|s| s.trim().to_string()).collect(),
+        None => file
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec![default.to_string()]),
+    };
+    if raw.is_empty() {
+        return invalid(key, "at least one address is needed");
+    }
+    raw.iter().map(|a| socket_addr(key, a, resolver)).collect()
+}
+
+/// Checks every section; the first problem found is the error.
+pub(super) fn validate(
+    file: FileConfig,
+    overrides: &Overrides,
+    admin_token_env: Option<String>,
+    resolver: Resolver<'_>,
+) -> Result<Config, ConfigError> {
+    let server = server(file.server, overrides, admin_token_env, resolver)?;
+    let upstream = upstream(file.upstream, overrides, resolver)?;
+    let store_path = store(file.store, overrides)?;
+    let session = session(file.session)?;
+    let oauth = oauth(file.oauth)?;
+    let auth = auth(file.auth, file.gate, &oauth.permissions)?;
+    let limits = limits(file.limits)?;
+    let log_level = log(file.log)?;
+    Ok(Config {
+        // By default beside the store, in a directory only the gate writes to,
+        // so no other local user can take the hand-over socket.
+        upgrade_sock: server
+            .upgrade_sock
+            .unwrap_or_else(|| store_path.join("upgrade.sock")),
+        header_timeout: server.header_timeout,
+        body_timeout: server.body_timeout,
+        listen: server.listen,
+        tls: server.tls,
+        admin_listen: server.admin_listen,
+        admin_token: server.admin_token,
+        threads: server.threads,
+        public_url: server.public_url,
+        upstream,
+        store_path,
+        session,
+        oauth,
+        auth,
+        limits,
+        log_level,
+    })
+}
+
+/// `[server]` and `[server.tls]`, before the upgrade socket's default
+/// (which depends on the store path) is filled in.
+struct ServerSection {
+    listen: Vec<SocketAddr>,
+    tls: Option<TlsConfig>,
+    admin_listen: Option<SocketAddr>,
+    admin_token: Option<String>,
+    threads: usize,
+    public_url: Option<String>,
+    upgrade_sock: Option<PathBuf>,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+fn server(
+    file: FileServer,
+    overrides: &Overrides,
+    admin_token_env: Option<String>,
+    resolver: Resolver<'_>,
+) -> Result<ServerSection, ConfigError> {
+    let tls = match file.tls {
+        None => None,
+        Some(t) => {
+            let listen = address_list(
+                "server.tls.listen",
+                None,
+                t.listen,
+                "127.0.0.1:8443",
+                resolver,
+            )?;
+            let file_of = |key: &str, p: Option<PathBuf>| match p {
+                Some(p) if p.is_file() => Ok(p),
+                Some(p) => invalid(
+                    format!("server.tls.{key}"),
+                    format!("{} is not a readable file", p.display()),
+                ),
+                None => invalid(format!("server.tls.{key}"), "a PEM file path is needed"),
+            };
+            Some(TlsConfig {
+                listen,
+                cert: file_of("cert", t.cert)?,
+                key: file_of("key", t.key)?,
+            })
+        }
+    };
+    // `listen = []` is allowed when TLS listeners take its place.
+    let listen = match (&overrides.listen, &file.listen, &tls) {
+        (None, Some(OneOrMany::Many(v)), Some(_)) if v.is_empty() => Vec::new(),
+        _ => address_list(
+            "server.listen",
+            overrides.listen.as_ref(),
+            file.listen,
+            "127.0.0.1:8080",
+            resolver,
+        )?,
+    };
+
+    let admin_raw = file.admin_listen.unwrap_or_else(|| "127.0.0.1:9180".into());
+    let admin_listen = if admin_raw.is_empty() {
+        None
+    } else {
+        Some(socket_addr("server.admin_listen", &admin_raw, resolver)?)
+    };
+    let admin_token = admin_token_env
+        .filter(|t| !t.is_empty())
+        .or(file.admin_token.filter(|t| !t.is_empty()));
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        return invalid(
+            "server.admin_token (or TACHI_GATE_ADMIN_TOKEN)",
+            "use at least 16 characters",
+        );
+    }
+
+    let threads = file.threads.unwrap_or(2);
+    if threads == 0 {
+        return invalid("server.threads", "must be at least 1");
+    }
+    let public_url = match file.public_url.filter(|u| !u.is_empty()) {
+        None => None,
+        Some(u) => match url::Url::parse(&u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => return invalid("server.public_url", format!("`{u}` is not an http(s) URL")),
+        },
+    };
+    // No real client needs a minute for a request head; below 100 ms even a
+    // nearby one could be cut off mid-head.
+    let header_timeout = match file.header_timeout_ms.unwrap_or(10_000) {
+        ms @ 100..=60_000 => Duration::from_millis(ms),
+        _ => return invalid("server.header_timeout_ms", "must be from 100 to 60000"),
+    };
+    let body_timeout = match file.body_timeout_ms.unwrap_or(60_000) {
+        ms @ 100..=3_600_000 => Duration::from_millis(ms),
+        _ => return invalid("server.body_timeout_ms", "must be from 100 to 3600000"),
+    };
+    Ok(ServerSection {
+        listen,
+        tls,
+        admin_listen,
+        admin_token,
+        threads,
+        public_url,
+        upgrade_sock: file.upgrade_sock,
+        header_timeout,
+        body_timeout,
+    })
+}
+
+fn upstream(
+    file: FileUpstream,
+    overrides: &Overrides,
+    resolver: Resolver<'_>,
+) -> Result<UpstreamConfig, ConfigError> {
+    let addrs = address_list(
+        "upstream.addrs",
+        overrides.upstream.as_ref(),
+        file.addrs,
+        "127.0.0.1:8000",
+        resolver,
+    )?;
+    let ca_file = match file.ca_file {
+        Some(p) if !p.is_file() => {
+            return invalid(
+                "upstream.ca_file",
+                format!("{} is not a readable file", p.display()),
+            )
+        }
+        other => other,
+    };
+    let timeout = |key: &str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
+        0 => invalid(format!("upstream.{key}"), "must be at least 1"),
+        ms => Ok(Duration::from_millis(ms)),
+    };
+    Ok(UpstreamConfig {
+        sni: file.sni.filter(|s| !s.is_empty()),
+        addrs,
+        tls: file.tls.unwrap_or(false),
+        ca_file,
+        connect_timeout: timeout("connect_timeout_ms", file.connect_timeout_ms, 5_000)?,
+        read_timeout: timeout("read_timeout_ms", file.read_timeout_ms, 60_000)?,
+        health_check: match file.health_check_secs.unwrap_or(5) {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
+    })
+}
+
+fn store(file: FileStore, overrides: &Overrides) -> Result<PathBuf, ConfigError> {
+    let path = overrides
+        .data
+        .clone()
+        .or(file.path)
+        .unwrap_or_else(|| PathBuf::from("data/tachi-gate"));
+    if path.as_os_str().is_empty() {
+        return invalid("store.path", "must not be empty");
+    }
+    Ok(path)
+}
+
+fn session(file: FileSession) -> Result<SessionConfig, ConfigError> {
+    let status_path = file.status_path.unwrap_or_else(|| "/api/v1/status".into());
+    if !status_path.starts_with('/') || status_path.parse::<http::Uri>().is_err() {
+        return invalid(
+            "session.status_path",
+            format!("`{status_path}` must be an absolute path such as /api/v1/status"),
+        );
+    }
+    let cache_ttl_secs = file.cache_ttl_secs.unwrap_or(30);
+    if cache_ttl_secs > MAX_TTL_SECS {
+        return invalid(
+            "session.cache_ttl_secs",
+            format!("at most {MAX_TTL_SECS} (a day)"),
+        );
+    }
+    Ok(SessionConfig {
+        status_path,
+        cache_ttl: Duration::from_secs(cache_ttl_secs),
+    })
+}
+
+fn oauth(file: FileOAuth) -> Result<OAuthConfig, ConfigError> {
+    let code_ttl_secs = file.code_ttl_secs.unwrap_or(600);
+    if code_ttl_secs == 0 || code_ttl_secs > MAX_TTL_SECS {
+        return invalid(
+            "oauth.code_ttl_secs",
+            format!("must be from 1 to {MAX_TTL_SECS} (a day)"),
+        );
+    }
+    let permissions = file
+        .permissions
+        .unwrap_or_else(|| DEFAULT_PERMISSIONS.iter().map(|p| p.to_string()).collect());
+    if permissions.is_empty() {
+        return invalid("oauth.permissions", "at least one permission is needed");
+    }
+    for (i, p) in permissions.iter().enumerate() {
+        let valid = !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return invalid(
+                "oauth.permissions",
+                format!("`{p}` is not a permission name (lower-case letters, digits and _)"),
+            );
+        }
+        if permissions[..i].contains(p) {
+            return invalid("oauth.permissions", format!("`{p}` is listed twice"));
+        }
+    }
+    Ok(OAuthConfig {
+        code_ttl: Duration::from_secs(code_ttl_secs),
+        client_cap: file.client_cap.unwrap_or(15),
+        permissions,
+    })
+}
+
+/// `[auth]`, or `[gate]`, its former name; errors name the section as the
+/// file does.
+fn auth(
+    file: Option<FileAuth>,
+    former: Option<FileAuth>,
+    known: &[String],
+) -> Result<AuthConfig, ConfigError> {
+    let (section, file) = match (file, former) {
+        (Some(_), Some(_)) => {
+            return invalid(
+                "gate",
+                "[gate] is the former name of [auth]: use one or the other",
+            )
+        }
+        (Some(f), None) => ("auth", f),
+        (None, Some(f)) => ("gate", f),
+        (None, None) => ("auth", FileAuth::default()),
+    };
+    let unknown_tokens = match file.unknown_tokens.as_deref() {
+        None | Some("reject") => UnknownTokens::Reject,
+        Some("forward") => UnknownTokens::Forward,
+        Some(other) => {
+            return invalid(
+                format!("{section}.unknown_tokens"),
+                format!("`{other}` is neither \"reject\" nor \"forward\""),
+            )
+        }
+    };
+    let mut policies = Vec::with_capacity(file.policy.len());
+    for (i, p) in file.policy.into_iter().enumerate() {
+        policies.push(policy(&format!("{section}.policy[{i}]"), p, known)?);
+    }
+    Ok(AuthConfig {
+        hide_credentials: file.hide_credentials.unwrap_or(true),
+        unknown_tokens,
+        policies,
+    })
+}
+
+/// One `[[auth.policy]]` entry, named `at` in errors.
+fn policy(at: &str, p: FilePolicy, known: &[String]) -> Result<Policy, ConfigError> {
+    let path_prefix = p.path_prefix.unwrap_or_else(|| "/".to_string());
+    if !path_prefix.starts_with('/') {
+        return invalid(
+            format!("{at}.path_prefix"),
+            format!("`{path_prefix}` must start with /"),
+        );
+    }
+    let mut methods = Vec::new();
+    for m in p.methods.unwrap_or_default() {
+        let upper = m.to_ascii_uppercase();
+        if http::Method::from_bytes(upper.as_bytes()).is_err() || upper.is_empty() {
+            return invalid(
+                format!("{at}.methods"),
+                format!("`{m}` is not an HTTP method"),
+            );
+        }
+        if !methods.contains(&upper) {
+            methods.push(upper);
+        }
+    }
+    let mut require = Vec::new();
+    for r in p.require {
+        if !known.contains(&r) {
+            return invalid(
+                format!("{at}.require"),
+                format!("unknown permission `{r}` (known: {})", known.join(", ")),
+            );
+        }
+        if !require.contains(&r) {
+            require.push(r);
+        }
+    }
+    require.sort();
+    Ok(Policy {
+        methods,
+        path_prefix,
+        require,
+    })
+}
+
+fn limits(file: FileLimits) -> Result<LimitsConfig, ConfigError> {
+    let window_secs = file.window_secs.unwrap_or(60);
+    if window_secs == 0 || window_secs > 3600 {
+        return invalid("limits.window_secs", "must be from 1 to 3600");
+    }
+    Ok(LimitsConfig {
+        enabled: file.enabled.unwrap_or(true),
+        window_secs,
+        oauth_requests: file.oauth_requests.unwrap_or(600),
+        failed_auths: file.failed_auths.unwrap_or(30),
+    })
+}
+
+fn log(file: FileLog) -> Result<String, ConfigError> {
+    let level = file.level.unwrap_or_else(|| "info".into());
+    if !matches!(
+        level.as_str(),
+        "off" | "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        return invalid(
+            "log.level",
+            format!("`{level}` is not one of off, error, warn, info, debug, trace"),
+        );
+    }
+    Ok(level)
+}

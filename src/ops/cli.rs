@@ -1,0 +1,152 @@
+//! The operator commands of the binary (`clients`, `keys`, `import`): each
+//! becomes one [`AdminOp`], carried out on the store directly when no gate
+//! holds it, or through a running gate's admin API with `--admin URL`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::http::reply::Reply;
+use crate::ops::admin::{self, AdminOp, ImportBatch, ImportedKey};
+use crate::ops::import;
+use crate::store::{ImportCounts, OpenError, SledStore, Store};
+
+/// Reads Tachi exports into an import operation; an error names the file and line.
+pub fn import_op(
+    clients: Option<&Path>,
+    tokens: Option<&Path>,
+    known: &[String],
+) -> Result<AdminOp, String> {
+    if clients.is_none() && tokens.is_none() {
+        return Err("import needs --clients FILE, --tokens FILE or both".into());
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let mut batch = ImportBatch::default();
+    if let Some(p) = clients {
+        batch.clients = import::clients(&read(p)?, known)
+            .map_err(|e| format!("{} {e}; nothing was imported", p.display()))?;
+    }
+    if let Some(p) = tokens {
+        batch.keys = import::keys(&read(p)?, known)
+            .map_err(|e| format!("{} {e}; nothing was imported", p.display()))?
+            .into_iter()
+            .map(|(digest, record)| ImportedKey {
+                digest: hex::encode(digest),
+                record,
+            })
+            .collect();
+    }
+    Ok(AdminOp::Import(batch))
+}
+
+/// What an operation answered: its description and body, or why it failed.
+pub type Outcome = Result<(String, Value), String>;
+
+fn outcome_of(envelope: &serde_json::Map<String, Value>) -> Outcome {
+    let description = envelope
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if envelope.get("success") == Some(&Value::Bool(true)) {
+        Ok((
+            description,
+            envelope.get("body").cloned().unwrap_or(Value::Null),
+        ))
+    } else {
+        Err(description)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))
+}
+
+/// Runs `op` on the store at `config.store_path`, which no gate may hold.
+pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
+    let store = SledStore::open(&config.store_path).map_err(|e| match e {
+        OpenError::Locked { .. } => format!(
+            "the store at {} is in use by a running gate; act through it with --admin URL \
+             (its admin listener) and TACHI_GATE_ADMIN_TOKEN",
+            config.store_path.display()
+        ),
+        other => other.to_string(),
+    })?;
+    let store = Arc::new(store);
+    let app = App::new(Arc::new(config), store.clone() as Arc<dyn Store>)?;
+    let reply: Reply = runtime()?.block_on(admin::run(&app, op));
+    store.close().map_err(|e| e.to_string())?;
+    outcome_of(&reply.envelope)
+}
+
+/// Records per import request, so each stays well under the admin API's
+/// 64 KiB body limit (a key record is about 300 bytes, a client about 500).
+const IMPORT_CHUNK: usize = 100;
+
+/// Runs `op` through a gate's admin API at `base` (e.g. `http://127.0.0.1:9180`).
+/// An import goes in chunks; importing is idempotent, so a chunk that fails
+/// can simply be sent again by running the command again.
+pub fn run_remote(base: &str, token: Option<String>, op: AdminOp) -> Outcome {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err("--admin needs the admin token in TACHI_GATE_ADMIN_TOKEN".into());
+    };
+    let AdminOp::Import(batch) = op else {
+        return send(base, &token, &op);
+    };
+    let mut chunks: Vec<ImportBatch> = batch
+        .clients
+        .chunks(IMPORT_CHUNK)
+        .map(|c| ImportBatch {
+            clients: c.to_vec(),
+            keys: Vec::new(),
+        })
+        .collect();
+    chunks.extend(batch.keys.chunks(IMPORT_CHUNK).map(|k| ImportBatch {
+        clients: Vec::new(),
+        keys: k.to_vec(),
+    }));
+    let mut totals = ImportCounts::default();
+    for chunk in chunks {
+        let (_, body) = send(base, &token, &AdminOp::Import(chunk))?;
+        totals += serde_json::from_value::<ImportCounts>(body)
+            .map_err(|e| format!("the admin API answered an import without its counts: {e}"))?;
+    }
+    Ok((
+        totals.summary(),
+        serde_json::to_value(totals).unwrap_or_default(),
+    ))
+}
+
+fn send(base: &str, token: &str, op: &AdminOp) -> Outcome {
+    let (method, path, body) = op.to_http();
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    runtime()?.block_on(async {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut req = http.request(method, &url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
+        let status = resp.status();
+        let envelope: serde_json::Map<String, Value> = resp
+            .json()
+            .await
+            .map_err(|e| format!("the admin API answered {status} without JSON: {e}"))?;
+        outcome_of(&envelope)
+    })
+}
