@@ -13,8 +13,8 @@ use tachi_gate::ops::cli;
 use tachi_gate::server::Gate;
 
 /// mimalloc rather than glibc's malloc: a proxied request makes over a hundred
-/// small allocations (most of them Pingora's), and glibc spent about 16 % of
-/// the gate's CPU on them under load. See benches/README.md.
+/// small allocations (most of them Pingora's), and glibc's allocator took a
+/// large share of the gate's CPU under load (measured in benches/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

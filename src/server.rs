@@ -113,10 +113,9 @@ const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(crate::listener::deadline:
 /// runtime of its own.
 ///
 /// One thread has nobody to share with, and there the multi-thread scheduler
-/// only costs. Under load on one thread the gate answered about a quarter
-/// more requests a second on a single-thread runtime (bare Pingora 3–23 %
-/// more), spending about a fifth less CPU a request, with the same
-/// instructions (callgrind) and the same system calls (strace) a request.
+/// only costs: under load on one thread a single-thread runtime answered
+/// more requests a second for less CPU, with the same instructions and
+/// system calls a request.
 /// With more threads, sharing is what keeps them evenly busy: Pingora hands
 /// each new connection to a thread at random and, without stealing, it
 /// stays there; two threads without stealing were no faster and had a worse

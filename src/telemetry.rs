@@ -14,8 +14,6 @@ use prometheus::{
     Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
 };
 
-use crate::store::KeyRecord;
-
 /// Fast buckets for in-process work (seconds): 1 µs to 100 ms.
 const FAST: &[f64] = &[
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 1e-1,
@@ -149,10 +147,9 @@ const PARTS: usize = 16;
 /// are added into the registered metrics when they are read ([`render`]).
 ///
 /// A Prometheus histogram is a few atomics that every update changes, so
-/// with two workers each update found the cache line on the other core:
-/// in a tight loop, the two histograms and the counter went from 0.09 µs
-/// on one thread to 0.6–0.7 µs on each of two (`cargo bench --bench
-/// micro`). Each thread now updates a part of its own, behind a lock that
+/// with two workers each update found the cache line on the other core and
+/// cost several times what it did on one thread (`cargo bench --bench
+/// micro`, recorded in benches/README.md). Each thread now updates a part of its own, behind a lock that
 /// only [`render`] ever contends, and reading the metrics loses nothing.
 struct Part {
     key_check: LocalHistogram,
@@ -230,15 +227,23 @@ pub fn code_issued(user: u64, client: Option<&str>) {
     log::info!(target: "audit", "code issued user={user} client={}", client.unwrap_or("-"));
 }
 
+/// What the audit line of a new key says of it: never the key itself.
+pub struct IssuedKey<'a> {
+    pub token_id: &'a str,
+    pub user: u64,
+    pub client: Option<&'a str>,
+    pub permissions: &'a [String],
+}
+
 /// Records a new key; `via` says which route or command made it.
-pub fn key_issued(key: &KeyRecord, via: &str) {
+pub fn key_issued(key: IssuedKey<'_>, via: &str) {
     KEYS_ISSUED.inc();
     log::info!(
         target: "audit",
         "key issued token_id={} user={} client={} permissions={} via={via}",
         key.token_id,
-        key.user_id,
-        key.from_client.as_deref().unwrap_or("-"),
+        key.user,
+        key.client.unwrap_or("-"),
         key.permissions.join(",")
     );
 }

@@ -4,10 +4,9 @@
 //!
 //! `pingora-load-balancing` runs the health checks; the choice per request is
 //! made here, from one flag per upstream that its health-change callback
-//! keeps up to date. Asking the balancer itself costs about 1,700
-//! instructions a request (it hashes each backend to look up its health, and
-//! again to skip repeats); this costs a counter increment and a load of
-//! each upstream's flag (twice).
+//! keeps up to date. Asking the balancer itself hashes each backend to look
+//! up its health, and again to skip repeats; this costs a counter increment
+//! and a load of each upstream's flag (twice).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
 //! `/api/v1/users/:userID/api-tokens…`: a user's API keys, as Tachi serves
-//! them (SPEC §4, API keys). Only the user's own browser session may use
+//! them (docs/http-api.md, "API keys"). Only the user's own browser session may use
 //! these routes; API keys never can.
 
 use std::sync::Arc;
@@ -123,7 +123,7 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
     };
     match app.store.insert_key(&minted.digest, &minted.record).await {
         Ok(KeyInsert::Inserted) => {
-            telemetry::key_issued(&minted.record, via);
+            telemetry::key_issued(minted.record.audited(), via);
             Reply::success(
                 "Successfully created new API Token.",
                 views::key(&minted.record, Some(&minted.key)),

@@ -1,4 +1,4 @@
-//! `/api/v1/clients…`: API clients, as Tachi serves them (SPEC §4, Clients).
+//! `/api/v1/clients…`: API clients, as Tachi serves them (docs/http-api.md, "Client routes").
 
 use serde_json::{json, Map, Value};
 

@@ -1,5 +1,5 @@
 //! Who is calling, and may they: the decision made for every request the
-//! gate forwards (see docs/http-api.md, "Who the caller is").
+//! gate forwards (see docs/http-api.md, "What the upstream receives").
 //!
 //! [`Auth::check`] decides; it knows nothing of Pingora. The proxy turns a
 //! [`Rejection`] into its [`Reply`] and an [`Identity`] into upstream headers

@@ -1,5 +1,5 @@
 //! Resolving a session cookie to a Tachi user by asking the upstream's
-//! `GET /api/v1/status` (SPEC §3), with a short cache keyed by the cookie's hash.
+//! `GET /api/v1/status` (docs/http-api.md, "What the upstream receives"), with a short cache keyed by the cookie's hash.
 
 use std::collections::HashMap;
 

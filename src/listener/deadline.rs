@@ -13,6 +13,17 @@
 //! Pingora. HTTP/2 connections (and h2c or custom protocols, which the gate
 //! does not turn on) are handed to the proxy whole: their framing is the h2
 //! crate's business.
+//!
+//! ## What this mirrors
+//!
+//! The loop below reproduces, for HTTP/1, the blanket
+//! `impl<T: HttpServerApp> ServerApp for T` of pingora-core 0.9.1
+//! (`pingora-core/src/apps/mod.rs`, its `process_new`): read a request,
+//! hand the session to `process_new_http`, and go round again while the
+//! session it gives back may be reused, carrying `HttpPersistentSettings`
+//! across. Pingora is pinned to that exact version in Cargo.toml; on an
+//! upgrade, diff that function against this one (docs/ARCHITECTURE.md,
+//! "Upgrading Pingora").
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,7 +5,7 @@
 //! headers or one with userinfo, `Content-Length` values that disagree or
 //! are not numbers, a `Transfer-Encoding` that cannot frame the body, too
 //! many headers) with a bare 400 and no body, before any of the proxy's
-//! callbacks run. SPEC §7 wants bad requests answered in JSON, so the gate,
+//! callbacks run. Bad requests are answered in JSON (docs/guarantees.md), so the gate,
 //! which reads each head itself ([`crate::listener::deadline`]), looks for these
 //! cases first.
 //!
@@ -18,6 +18,16 @@
 //! same way as the real one ([`refusal`]): the gate's answer is Pingora's
 //! verdict, with no rules of its own to drift from Pingora's. The `heads`
 //! fuzz target checks that every head Pingora refuses is found suspect.
+//!
+//! ## What this mirrors
+//!
+//! The suspect rules follow what pingora-core 0.9.1 refuses in
+//! `HttpSession::read_request` and `HttpSession::validate_request`
+//! (`pingora-core/src/protocols/http/v1/server.rs`), with the `httparse`
+//! and `http` crate limits they inherit. Pingora is pinned to that exact
+//! version in Cargo.toml; on an upgrade, re-read those two functions
+//! against the rules here and run the `heads` fuzz target
+//! (docs/ARCHITECTURE.md, "Upgrading Pingora").
 
 use std::io::Cursor;
 

@@ -181,8 +181,8 @@ impl ProxyHttp for PublicProxy {
 
     /// No downstream modules. Pingora's default adds a response compression
     /// module at level 0, which compresses nothing yet is built, called on
-    /// every request and response phase, and dropped: about 420 instructions
-    /// a request (callgrind) that buy nothing. The gate passes bodies
+    /// every request and response phase, and dropped: work on every request
+    /// that buys nothing. The gate passes bodies
     /// through as the upstream encoded them.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
@@ -201,7 +201,8 @@ impl ProxyHttp for PublicProxy {
     /// Every request's future is allocated and moved into place whole, at
     /// the size of its largest state, so the paths a forwarded request does
     /// not take (serving an own route, writing a local answer) are boxed
-    /// where they are awaited: unboxed, they made this future 1,920 bytes.
+    /// where they are awaited: unboxed, they made this future several
+    /// times larger.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let ip = client_ip(session);
         let limits = &self.app.limits;

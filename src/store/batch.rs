@@ -2,7 +2,7 @@
 //!
 //! A sled transaction takes sled's global write lock and seals its IO buffer
 //! twice (sled 0.34, `PageCache::pin_log`), so transactions run one at a time
-//! and each costs on the order of 100 µs of waiting however little it writes.
+//! and each costs a long wait however little it writes.
 //! With one transaction per token exchange, concurrent exchanges queued on
 //! that lock and durable issuance stayed below the disk's own sync rate.
 //!

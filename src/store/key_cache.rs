@@ -37,9 +37,9 @@ pub struct KeyCache {
     /// Read on every request with a key, by every worker, and written only
     /// when a key is first read from the store or removed. A plain `RwLock`
     /// keeps one reader count that every read changes, so with two workers
-    /// each read found its cache line on the other core: a key check took
-    /// about 0.45 µs on each of two threads against 0.27–0.37 µs on one
-    /// (`cargo bench --bench micro`). A sharded lock gives each thread a
+    /// each read found its cache line on the other core, and a key check
+    /// cost more on each of two threads than on one (`cargo bench --bench
+    /// micro`, recorded in benches/README.md). A sharded lock gives each thread a
     /// lock of its own to read under; a write takes them all.
     inner: ShardedLock<Inner>,
     capacity: usize,

@@ -85,6 +85,16 @@ pub struct MintedKey {
 }
 
 impl KeyRecord {
+    /// What the audit log says of this key.
+    pub fn audited(&self) -> crate::telemetry::IssuedKey<'_> {
+        crate::telemetry::IssuedKey {
+            token_id: &self.token_id,
+            user: self.user_id,
+            client: self.from_client.as_deref(),
+            permissions: &self.permissions,
+        }
+    }
+
     /// Makes a new key: 160 random bits, a random non-secret token ID, and the
     /// permissions sorted and de-duplicated.
     pub fn mint(

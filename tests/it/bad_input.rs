@@ -1,4 +1,4 @@
-//! Bad input (SPEC §7) through real sockets: every case gets a clear 4xx JSON
+//! Bad input (docs/guarantees.md) through real sockets: every case gets a clear 4xx JSON
 //! answer (or, for broken HTTP, a closed connection), never a 5xx or a hang,
 //! and the gate keeps serving.
 

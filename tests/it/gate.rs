@@ -1,4 +1,4 @@
-//! The gate (SPEC §5) through real sockets: header hygiene, Authorization
+//! The auth check and forwarding through real sockets: header hygiene, Authorization
 //! errors, policies, sessions, options, and a dead upstream.
 
 use crate::support::*;
@@ -220,7 +220,7 @@ async fn ambiguous_framing_headers_get_a_json_400_and_the_rest_are_forwarded() {
     }
 }
 
-/// Heads with bytes the parser cannot read (SPEC §7): the same JSON 400 and
+/// Heads with bytes the parser cannot read (docs/guarantees.md): the same JSON 400 and
 /// closed connection, on a forwarded route and an own route, whole or in
 /// pieces on a kept-alive connection, and counted; the upstream sees none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

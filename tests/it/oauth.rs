@@ -1,4 +1,4 @@
-//! The OAuth2 routes through real sockets: the whole flow, SPEC §4's status
+//! The OAuth2 routes through real sockets: the whole flow, the token endpoint's status
 //! table in both styles, PKCE, binding, expiry, single use and replay.
 
 use crate::support::alone::in_own_process;

@@ -9,14 +9,14 @@ use crate::http::request::ApiRequest;
 use crate::store::{digest, digest_from_hex, digests_match, ClientRecord};
 
 /// How errors are answered: Tachi's statuses for its JSON integrators,
-/// RFC 6749's for form bodies and whenever HTTP Basic was used (SPEC §4).
+/// RFC 6749's for form bodies and whenever HTTP Basic was used (docs/http-api.md, "Token endpoint errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
     Tachi,
     Rfc6749,
 }
 
-/// The rows of SPEC §4's status table.
+/// The rows of the token endpoint's status table (docs/http-api.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     InvalidRequest,

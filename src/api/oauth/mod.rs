@@ -1,4 +1,4 @@
-//! Tachi's OAuth2 routes (SPEC §4), served by the gate from its own store.
+//! Tachi's OAuth2 routes (docs/http-api.md), served by the gate from its own store.
 
 pub mod client_auth;
 pub mod create_code;

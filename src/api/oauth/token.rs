@@ -194,7 +194,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
             return Err(refuse(Failure::BadCode, "This code does not exist."));
         }
     }
-    telemetry::key_issued(&minted.record, "token exchange");
+    telemetry::key_issued(minted.record.audited(), "token exchange");
     Ok(success(&minted.key, &minted.record))
 }
 

@@ -1,4 +1,4 @@
-//! The admin API (SPEC §6): what operators do to clients and keys while the
+//! The admin API (docs/http-api.md, "Admin listener and API"): what operators do to clients and keys while the
 //! gate runs — list, create, delete, revoke a leaked key, revoke everything of
 //! a user, import from Tachi. One [`AdminOp`] per action, run by [`run`]
 //! whether it arrives over the admin listener or from the command line.
