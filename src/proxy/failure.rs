@@ -34,30 +34,18 @@ mod tests {
 
     #[test]
     fn errors_map_to_their_answers() {
-        let status = |t: ErrorType, s: ErrorSource| reply_for(&t, &s).map(|r| r.status);
-        assert_eq!(
-            status(ErrorType::HTTPStatus(413), ErrorSource::Downstream),
-            Some(413)
-        );
-        assert_eq!(
-            status(ErrorType::ReadTimedout, ErrorSource::Upstream),
-            Some(504)
-        );
-        assert_eq!(
-            status(ErrorType::ReadTimedout, ErrorSource::Downstream),
-            Some(408)
-        );
-        assert_eq!(
-            status(ErrorType::ConnectionClosed, ErrorSource::Downstream),
-            None
-        );
-        assert_eq!(
-            status(ErrorType::InvalidHTTPHeader, ErrorSource::Downstream),
-            Some(400)
-        );
-        assert_eq!(
-            status(ErrorType::ConnectRefused, ErrorSource::Upstream),
-            Some(502)
-        );
+        use ErrorSource::{Downstream, Upstream};
+        let cases = [
+            (ErrorType::HTTPStatus(413), Downstream, Some(413)),
+            (ErrorType::ReadTimedout, Upstream, Some(504)),
+            (ErrorType::ReadTimedout, Downstream, Some(408)),
+            (ErrorType::ConnectionClosed, Downstream, None),
+            (ErrorType::InvalidHTTPHeader, Downstream, Some(400)),
+            (ErrorType::ConnectRefused, Upstream, Some(502)),
+        ];
+        for (etype, source, status) in cases {
+            let got = reply_for(&etype, &source).map(|r| r.status);
+            assert_eq!(got, status, "{etype:?} from {source:?}");
+        }
     }
 }
