@@ -98,7 +98,7 @@ async fn store_with_codes(path: &Path, total: usize) -> Arc<SledStore> {
         let store = store.clone();
         setup.spawn(async move {
             store
-                .insert_code(&digest(&format!("code-{i}")), &bench_code())
+                .insert_code(&digest(&format!("code-{i}")), &bench_code(), usize::MAX)
                 .await
                 .unwrap();
         });

@@ -2,6 +2,13 @@
 //! be guessed at speed: one on the OAuth endpoints (token, revoke,
 //! introspect), and one on failed client authentications and failed key
 //! checks. Counting uses `pingora-limits`' fixed windows, in constant memory.
+//!
+//! The failure limit refuses only failures: a caller whose credentials are
+//! good is served whatever its address's count, so one client guessing from
+//! a shared address (a NAT, a load balancer not listed in
+//! `server.trusted_proxies`) cannot lock out the others. Past the limit a
+//! failing attempt is answered 429 instead of its own 401, and says nothing
+//! about why it failed.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -15,6 +22,9 @@ use crate::telemetry::RATE_LIMITED;
 /// What is counted for an address: an IPv4 address itself, an IPv6 address's
 /// /64, since one client usually holds a whole /64 and could rotate within it.
 fn bucket(ip: IpAddr) -> IpAddr {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d, which
+    // would put every one of them in the same /64.
+    let ip = ip.to_canonical();
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -63,22 +73,12 @@ impl Limits {
         Ok(())
     }
 
-    /// The refusal if this IP has failed too many authentications this window.
-    pub fn failures_exceeded(&self, ip: Option<IpAddr>) -> Result<(), Reply> {
-        let Some(ip) = ip.filter(|_| self.config.enabled) else {
-            return Ok(());
-        };
-        if self.failures.observe(&bucket(ip), 0) >= self.config.failed_auths as isize {
-            return Err(self.refusal("failed_auth"));
-        }
-        Ok(())
-    }
-
-    /// Counts a failed client authentication or key check.
-    pub fn failure(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip.filter(|_| self.config.enabled) {
-            self.failures.observe(&bucket(ip), 1);
-        }
+    /// Counts a failed client authentication or key check; once this IP is
+    /// past the limit, the 429 to answer instead of the failure's own answer.
+    pub fn failure(&self, ip: Option<IpAddr>) -> Option<Reply> {
+        let ip = ip.filter(|_| self.config.enabled)?;
+        (self.failures.observe(&bucket(ip), 1) > self.config.failed_auths as isize)
+            .then(|| self.refusal("failed_auth"))
     }
 }
 
@@ -110,14 +110,12 @@ mod tests {
     }
 
     #[test]
-    fn failures_block_only_once_the_limit_is_reached() {
+    fn failures_are_refused_only_past_the_limit() {
         let l = limits(100, 2);
         let a = Some("10.0.0.1".parse().unwrap());
-        assert!(l.failures_exceeded(a).is_ok());
-        l.failure(a);
-        assert!(l.failures_exceeded(a).is_ok());
-        l.failure(a);
-        assert!(l.failures_exceeded(a).is_err());
+        assert!(l.failure(a).is_none());
+        assert!(l.failure(a).is_none());
+        assert_eq!(l.failure(a).map(|r| r.status), Some(429));
     }
 
     #[test]
@@ -125,12 +123,21 @@ mod tests {
         let l = limits(100, 2);
         l.failure(Some("2001:db8::1".parse().unwrap()));
         l.failure(Some("2001:db8::2:3".parse().unwrap()));
+        assert!(l.failure(Some("2001:db8::ffff".parse().unwrap())).is_some());
         assert!(l
-            .failures_exceeded(Some("2001:db8::ffff".parse().unwrap()))
-            .is_err());
+            .failure(Some("2001:db8:0:1::1".parse().unwrap()))
+            .is_none());
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_as_their_ipv4_address() {
+        let l = limits(100, 2);
+        l.failure(Some("::ffff:10.0.0.1".parse().unwrap()));
+        l.failure(Some("::ffff:10.0.0.1".parse().unwrap()));
         assert!(l
-            .failures_exceeded(Some("2001:db8:0:1::1".parse().unwrap()))
-            .is_ok());
+            .failure(Some("::ffff:10.0.0.2".parse().unwrap()))
+            .is_none());
+        assert!(l.failure(Some("10.0.0.1".parse().unwrap())).is_some());
     }
 
     #[test]
@@ -138,8 +145,6 @@ mod tests {
         let mut l = limits(0, 0);
         l.config.enabled = false;
         assert!(l.oauth_request(Some("10.0.0.1".parse().unwrap())).is_ok());
-        assert!(l
-            .failures_exceeded(Some("10.0.0.1".parse().unwrap()))
-            .is_ok());
+        assert!(l.failure(Some("10.0.0.1".parse().unwrap())).is_none());
     }
 }

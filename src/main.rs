@@ -195,6 +195,45 @@ fn operation(command: Command, config: &Config) -> Result<AdminOp, String> {
     })
 }
 
+/// The libraries whose debug and trace lines can carry secrets: Pingora's
+/// dumps of requests and answers (a session's `Cookie`, upstream bodies),
+/// and the HTTP/2 and HTTP client stacks.
+const LIBRARIES_THAT_LOG_SECRETS: [&str; 5] = ["pingora", "h2", "hyper", "reqwest", "rustls"];
+
+/// The configured logger, less those libraries' debug and trace lines
+/// whatever `RUST_LOG` says, unless `log.unsafe_debug = true`. A filter on
+/// the target's crate, so no module path inside them slips through.
+struct SafeLogger {
+    inner: env_logger::Logger,
+    unsafe_debug: bool,
+}
+
+impl SafeLogger {
+    fn may_hold_secrets(metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() > log::Level::Info
+            && LIBRARIES_THAT_LOG_SECRETS
+                .iter()
+                .any(|name| metadata.target().starts_with(name))
+    }
+}
+
+impl log::Log for SafeLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        (self.unsafe_debug || !SafeLogger::may_hold_secrets(metadata))
+            && self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
@@ -217,8 +256,14 @@ fn main() -> ExitCode {
         }
         Some(_) => "warn".to_string(),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
-        .init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+            .build();
+    log::set_max_level(logger.filter());
+    let _ = log::set_boxed_logger(Box::new(SafeLogger {
+        inner: logger,
+        unsafe_debug: config.log_unsafe_debug,
+    }));
     match cli.command {
         None => serve(config, false),
         Some(Command::Serve { upgrade }) => serve(config, upgrade),

@@ -16,10 +16,12 @@ use pingora::services::listening::Service;
 use crate::app::App;
 use crate::config::{Config, TlsConfig};
 use crate::listener::deadline::HeadDeadline;
+use crate::listener::proxy_protocol::ProxyProtocol;
 use crate::ops::admin::listener::AdminService;
 use crate::proxy::PublicProxy;
 use crate::store::{now_ms, OpenError, SledStore, Store, StoreError};
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::http::v2::server::default_h2_options;
 
 /// Why the gate could not start (or stop cleanly), as the one line printed
 /// before exiting.
@@ -212,6 +214,12 @@ impl Gate {
         server.bootstrap();
         let store = Arc::new(open_store(&config.store_path, upgrade)?);
 
+        if config.public_url.is_none() {
+            log::warn!(
+                "server.public_url is not set: the OAuth metadata names its endpoints \
+                 after each request's Host header; set it to the gate's public URL"
+            );
+        }
         let config = Arc::new(config);
         let app = Arc::new(
             App::new(config.clone(), store.clone() as Arc<dyn Store>)
@@ -224,10 +232,22 @@ impl Gate {
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
         gate_proxy.server_options = Some(options);
+        // Each open stream of an HTTP/2 connection may hold an upstream
+        // connection: bound how many one client connection can have.
+        let mut h2 = default_h2_options();
+        h2.max_concurrent_streams(config.h2_max_streams);
+        gate_proxy.h2_options = Some(h2);
+        let proxy_protocol = config.proxy_protocol.then(|| ProxyProtocol {
+            trusted: config.trusted_proxies.clone(),
+            within: config.header_timeout,
+        });
         let mut proxy = Service::new(
             "tachi-gate".into(),
-            HeadDeadline::new(gate_proxy, config.header_timeout),
+            HeadDeadline::new(gate_proxy, config.header_timeout, proxy_protocol.clone()),
         );
+        if let Some(pp) = proxy_protocol {
+            proxy.endpoints().set_pre_tls_callback(Arc::new(pp));
+        }
         for addr in &config.listen {
             proxy.add_tcp(&addr.to_string());
         }

@@ -110,6 +110,9 @@ pub fn key_request(map: &Map<String, Value>, known: &[String]) -> Result<KeyRequ
 
 /// Makes and stores a key for `user` (one per client), answering it once.
 pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) -> Reply {
+    if let Err(refusal) = key_room(app, user).await {
+        return refusal;
+    }
     let minted = match request {
         KeyRequest::FromClient(id) => match app.store.client(&id).await {
             Ok(Some(client)) => KeyRecord::mint_for_client(user, &client, now_ms()),
@@ -135,6 +138,21 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
         Ok(KeyInsert::NoSuchClient) => Reply::failure(404, NO_SUCH_CLIENT),
         Err(e) => e.into(),
     }
+}
+
+/// The refusal when `user` already holds `oauth.keys_per_user` keys, so one
+/// session cannot grow the store without bound.
+pub async fn key_room(app: &App, user: u64) -> Result<(), Reply> {
+    let cap = app.config.oauth.keys_per_user;
+    if app.store.key_count_of_user(user).await? >= cap {
+        return Err(Reply::failure(
+            400,
+            format!(
+                "You have too many API keys (at most {cap}); delete one before making another."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Finds a key by its token ID or its value.

@@ -6,6 +6,8 @@ use http::Method;
 use crate::api::oauth::{create_code, introspect, metadata, revoke, token};
 use crate::api::{api_tokens, clients};
 use crate::app::App;
+use crate::auth::same_site::{self, Origins};
+use crate::config::origin_of;
 use crate::http::path::starts_with_ignore_case;
 use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
@@ -114,6 +116,15 @@ impl Route {
         }
     }
 
+    /// The routes a browser session (Tachi's front-end) uses, which must not
+    /// be usable from other sites' pages.
+    pub fn is_for_sessions(&self) -> bool {
+        !matches!(
+            self,
+            Route::Token | Route::Revoke | Route::Introspect | Route::Metadata
+        )
+    }
+
     /// The endpoints whose callers prove a client secret, rate-limited per IP.
     pub fn is_rate_limited(&self) -> bool {
         matches!(self, Route::Token | Route::Revoke | Route::Introspect)
@@ -135,6 +146,16 @@ impl Route {
 /// Answers a request to an own route whose method is allowed (a HEAD
 /// request comes here as a GET; the writer leaves out the content).
 pub async fn serve(app: &App, route: &Route, req: &ApiRequest) -> Reply {
+    if route.is_for_sessions() {
+        let own = app.config.public_url.as_deref().and_then(origin_of);
+        let origins = Origins {
+            own: own.as_deref(),
+            trusted: &app.config.trusted_origins,
+        };
+        if let Err(refusal) = same_site::check(req, origins) {
+            return refusal;
+        }
+    }
     match (route, &req.method) {
         (Route::CreateCode, _) => create_code::create_code(app, req).await,
         (Route::Token, _) => token::token(app, req).await,

@@ -8,6 +8,7 @@
 
 pub mod identity;
 pub mod policy;
+pub mod same_site;
 pub mod session;
 
 use std::sync::Arc;

@@ -1,16 +1,36 @@
-//! `[[gate.policy]]`: which requests need which permissions. First match wins.
+//! `[[auth.policy]]`: which requests need which permissions. First match wins.
+//!
+//! A policy must not be sidestepped by spelling: paths and methods compare
+//! regardless of case (Tachi's router matches paths so, and an upstream may
+//! upper-case methods), prefixes match whole path segments, and HEAD is
+//! covered wherever GET is, since servers answer HEAD with their GET handler.
 
 use crate::config::Policy;
 use crate::http::path::starts_with_ignore_case;
 
 /// The first policy that applies to this method and canonical path
-/// ([`super::path::canonical`]); prefixes match regardless of case, as
-/// Tachi's router does.
+/// ([`crate::http::path::canonical`]).
 pub fn first_match<'a>(policies: &'a [Policy], method: &str, path: &str) -> Option<&'a Policy> {
-    policies.iter().find(|p| {
-        starts_with_ignore_case(path, &p.path_prefix)
-            && (p.methods.is_empty() || p.methods.iter().any(|m| m == method))
-    })
+    policies
+        .iter()
+        .find(|p| covers_path(&p.path_prefix, path) && covers_method(&p.methods, method))
+}
+
+/// Whether `prefix` covers `path` segment by segment: `/ir/` and `/ir` both
+/// cover `/ir` and everything under it, and neither covers `/irx`.
+fn covers_path(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    if !starts_with_ignore_case(path, prefix) {
+        return false;
+    }
+    let rest = &path[prefix.len()..];
+    rest.is_empty() || rest.starts_with('/')
+}
+
+/// Whether a policy's methods (empty: all) cover `method`.
+fn covers_method(methods: &[String], method: &str) -> bool {
+    let is = |m: &str| methods.iter().any(|held| held.eq_ignore_ascii_case(m));
+    methods.is_empty() || is(method) || (method.eq_ignore_ascii_case("HEAD") && is("GET"))
 }
 
 /// The permissions in `required` that `held` lacks, in `required`'s (sorted) order.
@@ -50,6 +70,41 @@ mod tests {
         assert!(first_match(&ps, "GET", "/ir/x").unwrap().require.is_empty());
         assert!(first_match(&ps, "GET", "/api/v1/users").is_none());
         assert!(first_match(&ps, "POST", "/IR/direct-manual").is_some());
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        for prefix in ["/ir/", "/ir", "/IR"] {
+            let ps = vec![policy(&[], prefix, &[])];
+            for covered in ["/ir", "/ir/", "/ir/direct-manual", "/Ir/x/y"] {
+                assert!(
+                    first_match(&ps, "POST", covered).is_some(),
+                    "{prefix} {covered}"
+                );
+            }
+            for other in ["/irx", "/i", "/", "/api/ir"] {
+                assert!(
+                    first_match(&ps, "POST", other).is_none(),
+                    "{prefix} {other}"
+                );
+            }
+        }
+        let everything = vec![policy(&[], "/", &[])];
+        assert!(first_match(&everything, "GET", "/").is_some());
+        assert!(first_match(&everything, "GET", "/anything").is_some());
+    }
+
+    #[test]
+    fn methods_match_in_any_case_and_head_goes_with_get() {
+        let ps = vec![policy(&["GET", "POST"], "/private", &[])];
+        for method in ["GET", "get", "HEAD", "head", "post", "Post"] {
+            assert!(first_match(&ps, method, "/private/x").is_some(), "{method}");
+        }
+        for method in ["PUT", "DELETE", "OPTIONS"] {
+            assert!(first_match(&ps, method, "/private/x").is_none(), "{method}");
+        }
+        let head_only = vec![policy(&["HEAD"], "/", &[])];
+        assert!(first_match(&head_only, "GET", "/x").is_none());
     }
 
     #[test]

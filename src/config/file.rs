@@ -36,6 +36,7 @@ pub(super) struct FileLimits {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileLog {
     pub(super) level: Option<String>,
+    pub(super) unsafe_debug: Option<bool>,
 }
 
 /// `listen = "a"` and `listen = ["a", "b"]` are both accepted.
@@ -67,6 +68,10 @@ pub(super) struct FileServer {
     pub(super) upgrade_sock: Option<PathBuf>,
     pub(super) header_timeout_ms: Option<u64>,
     pub(super) body_timeout_ms: Option<u64>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) proxy_protocol: Option<bool>,
+    pub(super) trusted_origins: Option<Vec<String>>,
+    pub(super) h2_max_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +113,9 @@ pub(super) struct FileOAuth {
     pub(super) code_ttl_secs: Option<u64>,
     pub(super) client_cap: Option<usize>,
     pub(super) permissions: Option<Vec<String>>,
+    pub(super) require_client_binding: Option<bool>,
+    pub(super) codes_per_user: Option<usize>,
+    pub(super) keys_per_user: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

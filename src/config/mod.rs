@@ -13,6 +13,7 @@ mod file;
 mod validate;
 
 use file::{toml_error, FileConfig};
+pub use validate::origin_of;
 use validate::{resolve, validate};
 
 /// The permissions Tachi knows, in Tachi's order. The default for `oauth.permissions`.
@@ -108,6 +109,12 @@ pub struct OAuthConfig {
     pub code_ttl: Duration,
     pub client_cap: usize,
     pub permissions: Vec<String>,
+    /// Whether create-code refuses a code bound to no client.
+    pub require_client_binding: bool,
+    /// Live codes a user may hold; a new one beyond this replaces the oldest.
+    pub codes_per_user: usize,
+    /// Keys a user may hold; creating one more is refused.
+    pub keys_per_user: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +167,17 @@ pub struct Config {
     /// How long the body of a forwarded request may take to arrive, from its
     /// first byte (then 408 and the connection closes).
     pub body_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` (and PROXY protocol header, with
+    /// `proxy_protocol`) name the real client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether connections from `trusted_proxies` start with a PROXY
+    /// protocol header (v1 or v2) on the public listeners.
+    pub proxy_protocol: bool,
+    /// Origins, besides the gate's own, whose pages may make session
+    /// (cookie) requests that change state, e.g. `https://tachi.example`.
+    pub trusted_origins: Vec<String>,
+    /// How many streams one HTTP/2 connection may have open at once.
+    pub h2_max_streams: u32,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
     pub session: SessionConfig,
@@ -168,6 +186,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The default log filter (`RUST_LOG` wins), e.g. `info`.
     pub log_level: String,
+    /// Whether Pingora's and the HTTP libraries' own debug lines (which
+    /// print headers such as `Cookie`) may be logged.
+    pub log_unsafe_debug: bool,
 }
 
 /// Values given on the command line; they win over the file.

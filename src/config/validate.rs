@@ -78,7 +78,7 @@ pub(super) fn validate(
     let oauth = oauth(file.oauth)?;
     let auth = auth(file.auth, file.gate, &oauth.permissions)?;
     let limits = limits(file.limits)?;
-    let log_level = log(file.log)?;
+    let (log_level, log_unsafe_debug) = log(file.log)?;
     Ok(Config {
         // By default beside the store, in a directory only the gate writes to,
         // so no other local user can take the hand-over socket.
@@ -86,6 +86,10 @@ pub(super) fn validate(
             .upgrade_sock
             .unwrap_or_else(|| store_path.join("upgrade.sock")),
         header_timeout: server.header_timeout,
+        trusted_proxies: server.trusted_proxies,
+        proxy_protocol: server.proxy_protocol,
+        trusted_origins: server.trusted_origins,
+        h2_max_streams: server.h2_max_streams,
         body_timeout: server.body_timeout,
         listen: server.listen,
         tls: server.tls,
@@ -100,6 +104,7 @@ pub(super) fn validate(
         auth,
         limits,
         log_level,
+        log_unsafe_debug,
     })
 }
 
@@ -115,6 +120,10 @@ struct ServerSection {
     upgrade_sock: Option<PathBuf>,
     header_timeout: Duration,
     body_timeout: Duration,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    proxy_protocol: bool,
+    trusted_origins: Vec<String>,
+    h2_max_streams: u32,
 }
 
 fn server(
@@ -199,7 +208,50 @@ fn server(
         ms @ 100..=3_600_000 => Duration::from_millis(ms),
         _ => return invalid("server.body_timeout_ms", "must be from 100 to 3600000"),
     };
+    let mut trusted_proxies = Vec::new();
+    for entry in file.trusted_proxies.unwrap_or_default() {
+        // A lone address is a network of one.
+        let net = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(net) => trusted_proxies.push(net.trunc()),
+            Err(_) => {
+                return invalid(
+                    "server.trusted_proxies",
+                    format!("`{entry}` is neither an IP address nor a CIDR network"),
+                )
+            }
+        }
+    }
+    let proxy_protocol = file.proxy_protocol.unwrap_or(false);
+    if proxy_protocol && trusted_proxies.is_empty() {
+        return invalid(
+            "server.proxy_protocol",
+            "needs server.trusted_proxies: only they may send a PROXY header",
+        );
+    }
+    let mut trusted_origins = Vec::new();
+    for entry in file.trusted_origins.unwrap_or_default() {
+        match origin_of(&entry) {
+            Some(origin) => trusted_origins.push(origin),
+            None => {
+                return invalid(
+                    "server.trusted_origins",
+                    format!("`{entry}` is not an http(s) origin such as https://tachi.example"),
+                )
+            }
+        }
+    }
+    let h2_max_streams = match file.h2_max_streams.unwrap_or(100) {
+        n @ 1..=1000 => n,
+        _ => return invalid("server.h2_max_streams", "must be from 1 to 1000"),
+    };
     Ok(ServerSection {
+        trusted_proxies,
+        proxy_protocol,
+        trusted_origins,
+        h2_max_streams,
         listen,
         tls,
         admin_listen,
@@ -210,6 +262,16 @@ fn server(
         header_timeout,
         body_timeout,
     })
+}
+
+/// The ASCII serialisation of a URL's origin (RFC 6454), as browsers send it
+/// in `Origin`: scheme, host and a port other than the default.
+pub fn origin_of(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return None;
+    }
+    Some(parsed.origin().ascii_serialization())
 }
 
 fn upstream(
@@ -312,10 +374,21 @@ fn oauth(file: FileOAuth) -> Result<OAuthConfig, ConfigError> {
             return invalid("oauth.permissions", format!("`{p}` is listed twice"));
         }
     }
+    let codes_per_user = match file.codes_per_user.unwrap_or(20) {
+        0 => return invalid("oauth.codes_per_user", "must be at least 1"),
+        n => n,
+    };
+    let keys_per_user = match file.keys_per_user.unwrap_or(200) {
+        0 => return invalid("oauth.keys_per_user", "must be at least 1"),
+        n => n,
+    };
     Ok(OAuthConfig {
         code_ttl: Duration::from_secs(code_ttl_secs),
         client_cap: file.client_cap.unwrap_or(15),
         permissions,
+        require_client_binding: file.require_client_binding.unwrap_or(false),
+        codes_per_user,
+        keys_per_user,
     })
 }
 
@@ -413,7 +486,7 @@ fn limits(file: FileLimits) -> Result<LimitsConfig, ConfigError> {
     })
 }
 
-fn log(file: FileLog) -> Result<String, ConfigError> {
+fn log(file: FileLog) -> Result<(String, bool), ConfigError> {
     let level = file.level.unwrap_or_else(|| "info".into());
     if !matches!(
         level.as_str(),
@@ -424,5 +497,5 @@ fn log(file: FileLog) -> Result<String, ConfigError> {
             format!("`{level}` is not one of off, error, warn, info, debug, trace"),
         );
     }
-    Ok(level)
+    Ok((level, file.unsafe_debug.unwrap_or(false)))
 }

@@ -14,12 +14,14 @@ use pingora::Result;
 use super::body::{BodyError, MAX_BODY_BYTES};
 use super::reply::{Reply, JSON_CONTENT_TYPE};
 
-/// The client's IP address, when it came over TCP.
+/// The peer's IP address, when it came over TCP (an IPv4-mapped IPv6
+/// address as IPv4). Behind trusted proxies the client is someone else:
+/// see [`super::forwarded`].
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+        .map(|a| a.ip().to_canonical())
 }
 
 /// Whether the client reached the gate over TLS.

@@ -5,6 +5,7 @@
 
 pub mod authorization;
 pub mod body;
+pub mod forwarded;
 pub mod io;
 pub mod path;
 pub mod reply;

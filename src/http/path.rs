@@ -71,6 +71,40 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, DotSegments> {
     Ok(out)
 }
 
+/// `path` as logs may show it: each segment that holds what could be a key,
+/// a code or a client secret (a run of 32 or more hex digits, not part of a
+/// client ID, which is public and starts `CI`) becomes `[redacted]`. Applied
+/// to every logged path, recognised or not, so a key a client put in a URL
+/// by mistake never reaches a log.
+pub fn redact_secrets(path: &str) -> Cow<'_, str> {
+    if !path.split('/').any(holds_secret) {
+        return Cow::Borrowed(path);
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .map(|seg| if holds_secret(seg) { "[redacted]" } else { seg })
+        .collect();
+    Cow::Owned(parts.join("/"))
+}
+
+fn holds_secret(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    let mut run = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if b.is_ascii_hexdigit() {
+            run += 1;
+            let start = i + 1 - run;
+            let client_id = start >= 2 && bytes[start - 2..start].eq_ignore_ascii_case(b"CI");
+            if run >= 32 && !client_id {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 /// Whether `path` starts with `prefix`, ignoring ASCII case.
 pub fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
     path.len() >= prefix.len()
@@ -136,5 +170,29 @@ mod tests {
     fn prefix_comparison_ignores_case() {
         assert!(starts_with_ignore_case("/IR/Direct", "/ir/"));
         assert!(!starts_with_ignore_case("/i", "/ir/"));
+    }
+
+    #[test]
+    fn secrets_in_paths_are_redacted_for_logs() {
+        let key = "0123456789abcdef0123456789abcdef01234567";
+        let client = format!("CI{key}");
+        assert_eq!(redact_secrets("/x/y"), "/x/y");
+        assert_eq!(
+            redact_secrets(&format!("/api/v1/users/me/api-tokens/{key}/x")),
+            "/api/v1/users/me/api-tokens/[redacted]/x"
+        );
+        assert_eq!(
+            redact_secrets(&format!("/a/CS{key}/../b?{key}")),
+            "/a/[redacted]/../[redacted]"
+        );
+        assert_eq!(
+            redact_secrets(&format!("/api/v1/clients/{client}")),
+            format!("/api/v1/clients/{client}")
+        );
+        // A token ID (24 hex digits) is not a secret.
+        assert_eq!(
+            redact_secrets("/t/0123456789abcdef01234567"),
+            "/t/0123456789abcdef01234567"
+        );
     }
 }

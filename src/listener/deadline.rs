@@ -41,6 +41,7 @@ use tokio::time::{sleep, timeout, Instant, Sleep};
 
 use crate::http::reply::Reply;
 use crate::listener::head_check::{self, HeaderLines};
+use crate::listener::proxy_protocol::ProxyProtocol;
 use crate::telemetry;
 
 /// How long a connection may wait for a request's first byte: Pingora's
@@ -68,13 +69,20 @@ const ANSWER_WRITE_LIMIT: Duration = Duration::from_secs(1);
 pub struct HeadDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
+    /// PROXY headers expected from trusted peers on plain connections.
+    proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl<A> HeadDeadline<A> {
-    pub fn new(inner: A, limit: Duration) -> HeadDeadline<A> {
+    pub fn new(
+        inner: A,
+        limit: Duration,
+        proxy_protocol: Option<ProxyProtocol>,
+    ) -> HeadDeadline<A> {
         HeadDeadline {
             inner: Arc::new(inner),
             limit,
+            proxy_protocol,
         }
     }
 }
@@ -91,6 +99,18 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // A TLS connection's PROXY header was read before its handshake.
+        if let Some(proxy) = self
+            .proxy_protocol
+            .as_ref()
+            .filter(|_| stream.get_ssl().is_none())
+        {
+            let fd = stream.id();
+            if let Err(e) = proxy.accept(&mut *stream, fd).await {
+                log::debug!("{e}");
+                return None;
+            }
+        }
         let options = self.inner.server_options();
         if options.is_some_and(|o| o.h2c || o.force_custom)
             || matches!(

@@ -5,3 +5,4 @@
 
 pub mod deadline;
 pub mod head_check;
+pub mod proxy_protocol;

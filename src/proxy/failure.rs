@@ -7,9 +7,15 @@ use crate::http::body::BodyError;
 use crate::http::reply::Reply;
 
 /// The answer for a proxying error, or `None` when the client itself went
-/// away (nobody is left to answer).
-pub fn reply_for(etype: &ErrorType, source: &ErrorSource) -> Option<Reply> {
+/// away (nobody is left to answer). `body_done`: whether the client had sent
+/// its whole body; an upstream that timed out waiting for the rest of it was
+/// kept waiting by the client, which is told so (408), not blamed on the
+/// upstream.
+pub fn reply_for(etype: &ErrorType, source: &ErrorSource, body_done: bool) -> Option<Reply> {
     match (etype, source) {
+        (ErrorType::ReadTimedout, ErrorSource::Upstream) if !body_done => {
+            Some(BodyError::Timeout.reply())
+        }
         (ErrorType::HTTPStatus(code), _) if *code >= 400 => {
             Some(Reply::failure(*code, "The request failed."))
         }
@@ -44,8 +50,11 @@ mod tests {
             (ErrorType::ConnectRefused, Upstream, Some(502)),
         ];
         for (etype, source, status) in cases {
-            let got = reply_for(&etype, &source).map(|r| r.status);
+            let got = reply_for(&etype, &source, true).map(|r| r.status);
             assert_eq!(got, status, "{etype:?} from {source:?}");
         }
+        // The upstream waited for a body the client never finished.
+        let got = reply_for(&ErrorType::ReadTimedout, &Upstream, false).map(|r| r.status);
+        assert_eq!(got, Some(408));
     }
 }

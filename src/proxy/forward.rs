@@ -57,6 +57,7 @@ pub fn forward_headers(
     for name in spoofable_headers(headers) {
         headers.remove(&name);
     }
+    normalise_content_length(headers);
     let key_headers = identity_headers(identity).map_err(ForwardError::CorruptRecord)?;
     if hide_credentials && matches!(identity, Identity::Key(_)) {
         headers.remove(http::header::AUTHORIZATION);
@@ -72,6 +73,29 @@ pub fn forward_headers(
         headers.try_insert(name, value)?;
     }
     Ok(())
+}
+
+/// One `Content-Length` with one value, where the client sent the same
+/// length repeated (`5, 5`, or the header twice). Pingora has already refused
+/// lengths that disagree or are not numbers; an upstream that does not allow
+/// the repetition (Node answers 400) must still see a request it can read.
+fn normalise_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let length = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    if let Some(length) = length {
+        headers.insert(http::header::CONTENT_LENGTH, length);
+    }
 }
 
 /// Inbound headers that could pass for the gate's word upstream: the identity
@@ -285,6 +309,22 @@ pub(crate) mod tests {
         let mut h = inbound();
         let e = forward_headers(&mut h, None, "http", &keyed(record), true).unwrap_err();
         assert!(matches!(e, ForwardError::CorruptRecord(_)), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_content_length_is_sent_once() {
+        for sent in [&["5, 5"][..], &["5", "5"], &["5,5", "5"]] {
+            let mut h = HeaderMap::new();
+            for v in sent {
+                h.append("content-length", HeaderValue::from_static(v));
+            }
+            forward_headers(&mut h, None, "http", &Identity::Guest, true).unwrap();
+            assert_eq!(values(&h, "content-length"), ["5"], "{sent:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("12"));
+        forward_headers(&mut h, None, "http", &Identity::Guest, true).unwrap();
+        assert_eq!(values(&h, "content-length"), ["12"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::api::routes;
 use crate::app::App;
 use crate::auth::{Identity, Rejection};
+use crate::http::forwarded;
 use crate::http::io::{client_ip, is_tls, read_body, write_reply};
 use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
@@ -89,12 +90,19 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     /// When the first piece of a forwarded body arrived.
     body_started: Option<Instant>,
+    /// The peer's address, and the client's (the same unless the peer is a
+    /// trusted proxy).
+    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
 }
 
 impl Ctx {
     /// The request's path as logs may show it (a key in a path is never logged).
-    fn path_to_log<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
-        self.logged_path.as_deref().unwrap_or(req.uri.path())
+    fn path_to_log<'a>(&'a self, req: &'a RequestHeader) -> std::borrow::Cow<'a, str> {
+        match &self.logged_path {
+            Some(path) => path.into(),
+            None => crate::http::path::redact_secrets(req.uri.path()),
+        }
     }
 }
 
@@ -102,6 +110,8 @@ impl PublicProxy {
     /// What to do with a request, from its header alone: refuse it, serve one
     /// of the gate's own routes, or forward it as some caller.
     async fn decide(&self, header: &RequestHeader, ip: Option<IpAddr>, ctx: &mut Ctx) -> Step {
+        // Failed credentials are counted after they fail: good ones are
+        // served whatever their address's count (see `limits`).
         let limits = &self.app.limits;
         if header_bytes(&header.headers) > MAX_HEADER_BYTES {
             return Step::Refuse(Reply::headers_too_large());
@@ -116,19 +126,11 @@ impl PublicProxy {
             ctx.class = route.class();
             ctx.logged_path = route.redacted_path();
             if route.is_rate_limited() {
-                if let Err(reply) = limits
-                    .failures_exceeded(ip)
-                    .and_then(|_| limits.oauth_request(ip))
-                {
+                if let Err(reply) = limits.oauth_request(ip) {
                     return Step::Refuse(reply);
                 }
             }
             return Step::Own(route);
-        }
-        if header.headers.contains_key(http::header::AUTHORIZATION) {
-            if let Err(reply) = limits.failures_exceeded(ip) {
-                return Step::Refuse(reply);
-            }
         }
         match self
             .app
@@ -138,10 +140,10 @@ impl PublicProxy {
         {
             Ok(identity) => Step::Forward(identity),
             Err(rejection) => {
-                if rejection == Rejection::UnknownKey {
-                    limits.failure(ip);
-                }
-                Step::Refuse(rejection.reply())
+                let over_limit = (rejection == Rejection::UnknownKey)
+                    .then(|| limits.failure(ip))
+                    .flatten();
+                Step::Refuse(over_limit.unwrap_or_else(|| rejection.reply()))
             }
         }
     }
@@ -195,6 +197,8 @@ impl ProxyHttp for PublicProxy {
             upstream: None,
             upstream_sent: None,
             body_started: None,
+            peer: None,
+            client: None,
         }
     }
 
@@ -204,7 +208,13 @@ impl ProxyHttp for PublicProxy {
     /// where they are awaited: unboxed, they made this future several
     /// times larger.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let ip = client_ip(session);
+        ctx.peer = client_ip(session);
+        let trusted = &self.app.config.trusted_proxies;
+        let ip = match trusted.is_empty() {
+            true => ctx.peer,
+            false => forwarded::client_address(ctx.peer, &session.req_header().headers, trusted),
+        };
+        ctx.client = ip;
         let limits = &self.app.limits;
         let step = self.decide(session.req_header(), ip, ctx).await;
         let reply = match step {
@@ -214,10 +224,10 @@ impl ProxyHttp for PublicProxy {
             }
             Step::Own(route) => {
                 let reply = Box::pin(self.serve_own(session, route)).await;
-                if reply.failed_auth {
-                    limits.failure(ip);
+                match reply.failed_auth {
+                    true => limits.failure(ip).unwrap_or(reply),
+                    false => reply,
                 }
-                reply
             }
             Step::Refuse(reply) => {
                 if reply.status == 431 {
@@ -230,7 +240,7 @@ impl ProxyHttp for PublicProxy {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(addr) = self.app.upstreams.next() else {
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
@@ -249,6 +259,14 @@ impl ProxyHttp for PublicProxy {
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.total_connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
+        // Pingora sets no read deadline on an HTTP/2 client's body: one that
+        // never comes leaves the upstream waiting until its own read timeout.
+        // Bound that wait by the body's deadline while the body is still to
+        // come, and blame the client when it runs out (`fail_to_proxy`).
+        if session.is_http2() && !session.is_body_done() {
+            peer.options.read_timeout =
+                Some(upstream.read_timeout.min(self.app.config.body_timeout));
+        }
         Ok(Box::new(peer))
     }
 
@@ -298,7 +316,12 @@ impl ProxyHttp for PublicProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let ip = client_ip(session).map(ip_header_value);
+        let ip = forwarded::forwarded_for(
+            ctx.peer,
+            &session.req_header().headers,
+            &self.app.config.trusted_proxies,
+            ip_header_value,
+        );
         let proto = if is_tls(session) { "https" } else { "http" };
         let hide = self.app.config.auth.hide_credentials;
         let host = fallback_host(
@@ -365,7 +388,7 @@ impl ProxyHttp for PublicProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        let reply = failure::reply_for(e.etype(), e.esource());
+        let reply = failure::reply_for(e.etype(), e.esource(), session.is_body_done());
         if reply
             .as_ref()
             .is_some_and(|r| matches!(r.status, 502 | 504))

@@ -177,7 +177,15 @@ pub trait Store: Send + Sync + 'static {
     /// removed, or `None` when there was no such client.
     async fn delete_client(&self, client_id: &str) -> Result<Option<usize>, StoreError>;
 
-    async fn insert_code(&self, code: &Digest, record: &CodeRecord) -> Result<(), StoreError>;
+    /// Stores a new code, keeping at most `keep` live (unspent, unexpired)
+    /// codes of its user: older ones beyond that are removed, oldest first,
+    /// so abandoned authorisations cannot pile up. How many were removed.
+    async fn insert_code(
+        &self,
+        code: &Digest,
+        record: &CodeRecord,
+        keep: usize,
+    ) -> Result<usize, StoreError>;
     /// The code's record as stored, spent or not, until it is swept.
     async fn code(&self, code: &Digest) -> Result<Option<CodeRecord>, StoreError>;
     /// Atomically spends a fresh code and stores the key minted from it. Exactly
@@ -211,6 +219,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(Digest, Arc<KeyRecord>)>, StoreError>;
     /// A user's keys, oldest first.
     async fn keys_of_user(&self, user_id: u64) -> Result<Vec<KeyRecord>, StoreError>;
+    /// How many keys a user holds.
+    async fn key_count_of_user(&self, user_id: u64) -> Result<usize, StoreError> {
+        Ok(self.keys_of_user(user_id).await?.len())
+    }
     /// The keys issued through a client, oldest first.
     async fn keys_of_client(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError>;
     /// Stores a new key; refuses a second key for the same user and client.

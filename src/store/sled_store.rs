@@ -12,6 +12,7 @@
 //! | `key_ids`        | token ID                              | SHA-256(key) |
 //! | `keys_by_client` | len(client ID) ‖ client ID ‖ SHA-256(key) | empty    |
 //! | `keys_by_user`   | user (u64 BE) ‖ SHA-256(key)          | empty        |
+//! | `codes_by_user`  | user ‖ created (u64 BE ms) ‖ SHA-256(code) | empty   |
 //!
 //! A revoked key and a deleted client leave an empty tombstone under their
 //! digest or ID, so that re-running an import cannot bring them back.
@@ -55,6 +56,8 @@ pub struct SledStore {
     key_ids: sled::Tree,
     keys_by_client: sled::Tree,
     keys_by_user: sled::Tree,
+    /// A user's codes by age, to keep their number bounded.
+    codes_by_user: sled::Tree,
     /// Live key records recently read; removed keys are dropped from it.
     key_cache: KeyCache,
     /// Token exchanges, applied in batches by their own writer thread (which
@@ -158,6 +161,7 @@ impl SledStore {
         Ok(SledStore {
             clients,
             clients_by_user: tree("clients_by_user")?,
+            codes_by_user: tree("codes_by_user")?,
             codes,
             code_purge,
             keys,
@@ -318,6 +322,16 @@ pub fn key_index_entries(hash: &[u8], record: &KeyRecord) -> (Option<Vec<u8>>, V
         .as_ref()
         .map(|client| joined(&client_prefix(client), hash));
     (by_client, joined(&user_prefix(record.user_id), hash))
+}
+
+/// A `codes_by_user` key: the user, then the code's creation time, so a
+/// prefix scan lists a user's codes oldest first.
+fn user_code_key(user_id: u64, created_on: u64, code: &Digest) -> Vec<u8> {
+    let mut k = Vec::with_capacity(48);
+    k.extend_from_slice(&user_prefix(user_id));
+    k.extend_from_slice(&created_on.to_be_bytes());
+    k.extend_from_slice(code);
+    k
 }
 
 fn joined(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
@@ -515,16 +529,60 @@ impl Store for SledStore {
         Ok(removed)
     }
 
-    async fn insert_code(&self, code: &Digest, record: &CodeRecord) -> Result<(), StoreError> {
+    async fn insert_code(
+        &self,
+        code: &Digest,
+        record: &CodeRecord,
+        keep: usize,
+    ) -> Result<usize, StoreError> {
         let value = encode(record)?;
-        tx_result(
-            (&self.codes, &self.code_purge).transaction(|(codes, purge)| {
-                codes.insert(&code[..], value.clone())?;
-                purge.insert(purge_key(record.expires_at, code), &[][..])?;
-                Ok(())
-            }),
+        // The user's live codes, oldest first; entries of codes that are
+        // gone, spent or expired are dropped on the way.
+        let mut live = Vec::new();
+        for entry in self.codes_by_user.scan_prefix(user_prefix(record.user_id)) {
+            let (index, _) = entry?;
+            let held = digest_of(&index[16..]);
+            let fresh = match self.codes.get(held)? {
+                Some(bytes) => decode::<CodeRecord>(&bytes)?.is_fresh(record.created_on),
+                None => false,
+            };
+            if fresh {
+                live.push((index, held));
+            } else {
+                self.codes_by_user.remove(&index)?;
+            }
+        }
+        let excess = (live.len() + 1).saturating_sub(keep);
+        let index = user_code_key(record.user_id, record.created_on, code);
+        let evicted = tx_result(
+            (&self.codes, &self.code_purge, &self.codes_by_user).transaction(
+                |(codes, purge, by_user)| {
+                    let mut evicted = 0;
+                    for (old_index, old) in live.iter().take(excess) {
+                        by_user.remove(old_index)?;
+                        // Spent since the scan: kept, for replay detection.
+                        let Some(old_record) = codes
+                            .get(&old[..])?
+                            .map(|bytes| tx_decode::<CodeRecord>(&bytes))
+                            .transpose()?
+                        else {
+                            continue;
+                        };
+                        if old_record.redeemed.is_none() {
+                            codes.remove(&old[..])?;
+                            purge.remove(purge_key(old_record.expires_at, old))?;
+                            evicted += 1;
+                        }
+                    }
+                    codes.insert(&code[..], value.clone())?;
+                    purge.insert(purge_key(record.expires_at, code), &[][..])?;
+                    by_user.insert(index.clone(), &[][..])?;
+                    Ok(evicted)
+                },
+            ),
         )?;
-        self.commit.durable().await
+        self.commit.durable().await?;
+        Ok(evicted)
     }
 
     async fn code(&self, code: &Digest) -> Result<Option<CodeRecord>, StoreError> {
@@ -577,30 +635,42 @@ impl Store for SledStore {
         for entry in self.code_purge.range(..&end[..]) {
             let (k, _) = entry?;
             let code = digest_of(&k[8..]);
-            let removed = tx_result((&self.codes, &self.code_purge).transaction(
-                |(codes, purge)| {
-                    // A user's revocation may have taken this entry since the scan.
-                    if purge.remove(&k)?.is_none() {
-                        return Ok(false);
-                    }
-                    // Exchanges leave a code's entry at its expiry, which keeps
-                    // them cheap: a spent code is seen here then, and kept
-                    // until its retention ends, for replay detection.
-                    let spent_at = codes
-                        .get(&code[..])?
-                        .and_then(|bytes| decode::<CodeRecord>(&bytes).ok())
-                        .and_then(|record| record.redeemed.map(|r| r.at));
-                    if let Some(at) = spent_at {
-                        let keep_until = at.saturating_add(SPENT_CODE_RETENTION_MS);
-                        if keep_until > now_ms {
-                            purge.insert(purge_key(keep_until, &code), &[][..])?;
+            let removed = tx_result(
+                (&self.codes, &self.code_purge, &self.codes_by_user).transaction(
+                    |(codes, purge, by_user)| {
+                        // A user's revocation may have taken this entry since the scan.
+                        if purge.remove(&k)?.is_none() {
                             return Ok(false);
                         }
-                    }
-                    codes.remove(&code[..])?;
-                    Ok(true)
-                },
-            ))?;
+                        // Exchanges leave a code's entry at its expiry, which keeps
+                        // them cheap: a spent code is seen here then, and kept
+                        // until its retention ends, for replay detection.
+                        let record = codes
+                            .get(&code[..])?
+                            .and_then(|bytes| decode::<CodeRecord>(&bytes).ok());
+                        if let Some(at) = record
+                            .as_ref()
+                            .and_then(|r| r.redeemed.as_ref())
+                            .map(|r| r.at)
+                        {
+                            let keep_until = at.saturating_add(SPENT_CODE_RETENTION_MS);
+                            if keep_until > now_ms {
+                                purge.insert(purge_key(keep_until, &code), &[][..])?;
+                                return Ok(false);
+                            }
+                        }
+                        codes.remove(&code[..])?;
+                        if let Some(record) = record {
+                            by_user.remove(user_code_key(
+                                record.user_id,
+                                record.created_on,
+                                &code,
+                            ))?;
+                        }
+                        Ok(true)
+                    },
+                ),
+            )?;
             if removed {
                 n += 1;
             }
@@ -644,6 +714,15 @@ impl Store for SledStore {
 
     async fn keys_of_user(&self, user_id: u64) -> Result<Vec<KeyRecord>, StoreError> {
         self.keys_under(&self.keys_by_user, &user_prefix(user_id))
+    }
+
+    async fn key_count_of_user(&self, user_id: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for entry in self.keys_by_user.scan_prefix(user_prefix(user_id)) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     async fn keys_of_client(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -912,7 +991,9 @@ mod tests {
         let (_d, s) = open();
         s.insert_client(&client("CI1", 1), 10).await.unwrap();
         let c = digest("code");
-        s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+        s.insert_code(&c, &code(u64::MAX, None), usize::MAX)
+            .await
+            .unwrap();
         let (k1, k2) = (digest("key1"), digest("key2"));
         assert_eq!(
             s.redeem_code(&c, &k1, &key("CI1"), 5).await.unwrap(),
@@ -936,7 +1017,9 @@ mod tests {
         let (_d, s) = open();
         s.insert_client(&client("CI1", 1), 10).await.unwrap();
         let c = digest("code");
-        s.insert_code(&c, &code(100, None)).await.unwrap();
+        s.insert_code(&c, &code(100, None), usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(
             s.redeem_code(&c, &digest("k"), &key("CI1"), 100)
                 .await
@@ -944,7 +1027,9 @@ mod tests {
             Redeem::Lost
         );
         let c2 = digest("code2");
-        s.insert_code(&c2, &code(u64::MAX, None)).await.unwrap();
+        s.insert_code(&c2, &code(u64::MAX, None), usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(s.delete_client("CI1").await.unwrap(), Some(0));
         assert_eq!(
             s.redeem_code(&c2, &digest("k"), &key("CI1"), 1)
@@ -959,9 +1044,15 @@ mod tests {
         let (_d, s) = open();
         s.insert_client(&client("CI1", 1), 10).await.unwrap();
         let (old, fresh, spent) = (digest("old"), digest("fresh"), digest("spent"));
-        s.insert_code(&old, &code(1_000, None)).await.unwrap();
-        s.insert_code(&fresh, &code(10_000, None)).await.unwrap();
-        s.insert_code(&spent, &code(10_000, None)).await.unwrap();
+        s.insert_code(&old, &code(1_000, None), usize::MAX)
+            .await
+            .unwrap();
+        s.insert_code(&fresh, &code(10_000, None), usize::MAX)
+            .await
+            .unwrap();
+        s.insert_code(&spent, &code(10_000, None), usize::MAX)
+            .await
+            .unwrap();
         s.redeem_code(&spent, &digest("k"), &key("CI1"), 500)
             .await
             .unwrap();
@@ -993,7 +1084,9 @@ mod tests {
         let mut mine = Vec::new();
         for i in 0..5 {
             let c = digest(&format!("c{i}"));
-            s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+            s.insert_code(&c, &code(u64::MAX, None), usize::MAX)
+                .await
+                .unwrap();
             let k = digest(&format!("k{i}"));
             let owner = if i < 4 { "CI1" } else { "CI2" };
             s.redeem_code(&c, &k, &key(owner), 1).await.unwrap();
@@ -1078,7 +1171,9 @@ mod tests {
         let mut keys = Vec::new();
         for i in 0..4 {
             let c = digest(&format!("c{i}"));
-            s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+            s.insert_code(&c, &code(u64::MAX, None), usize::MAX)
+                .await
+                .unwrap();
             let (k, r) = minted(i);
             assert_eq!(s.redeem_code(&c, &k, &r, 1).await.unwrap(), Redeem::Issued);
             keys.push(k);
@@ -1129,7 +1224,9 @@ mod tests {
         s.insert_client(&client("CI1", 1), 10).await.unwrap();
         let exchange = |s: Arc<SledStore>, i: u32| async move {
             let c = digest(&format!("c{i}"));
-            s.insert_code(&c, &code(u64::MAX, None)).await.unwrap();
+            s.insert_code(&c, &code(u64::MAX, None), usize::MAX)
+                .await
+                .unwrap();
             let before = s.flush_count();
             let k = digest(&format!("k{i}"));
             assert_eq!(
@@ -1163,7 +1260,7 @@ mod tests {
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    s.insert_code(&digest(&format!("c{i}")), &code(u64::MAX, None))
+                    s.insert_code(&digest(&format!("c{i}")), &code(u64::MAX, None), usize::MAX)
                         .await
                 })
             })

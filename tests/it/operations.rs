@@ -43,7 +43,7 @@ async fn token_endpoint_is_limited_per_ip_after_the_limit_and_not_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_key_checks_and_client_authentications_are_limited() {
     let gate = TestGate::start("[limits]\nfailed_auths = 3").await;
-    let (key, id, _) = gate.issue_key(1, &["submit_score"]).await;
+    let (key, id, secret) = gate.issue_key(1, &["submit_score"]).await;
     for _ in 0..2 {
         assert_eq!(gate.get_with_key("/x", "guess").await.status(), 401);
     }
@@ -57,11 +57,30 @@ async fn failed_key_checks_and_client_authentications_are_limited() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // Now the IP is blocked from further attempts, even with a good key.
+    // Further failing attempts from the IP are refused...
     let r = gate.get_with_key("/x", "guess").await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(gate.get_with_key("/x", &key).await.status(), 429);
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/introspect"))
+        .basic_auth(&id, Some("CSguess"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // ...but good credentials never are: failed guesses cost only the guesser.
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/introspect"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // Requests without credentials are not affected.
     assert_eq!(gate.get("/x").await.status(), 200);
 }

@@ -490,7 +490,9 @@ async fn a_graceful_upgrade_keeps_answering_requests() {
     std::fs::write(
         &conf,
         format!(
-            "[server]\nadmin_listen = \"\"\nupgrade_sock = \"{}\"\n[limits]\nenabled = false\n",
+            // A load of one user's exchanges: no rate limits, no key cap.
+            "[server]\nadmin_listen = \"\"\nupgrade_sock = \"{}\"\n[limits]\nenabled = false\n\
+             [oauth]\nkeys_per_user = 1000000\n",
             sock.display()
         ),
     )

@@ -42,6 +42,12 @@ pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Reply::failure(400, e),
     };
+    if client_id.is_none() && app.config.oauth.require_client_binding {
+        return Reply::failure(
+            400,
+            "This server only creates codes bound to a client: send the clientID the code is for.",
+        );
+    }
     let challenge = match pkce::challenge(challenge.as_deref(), method.as_deref()) {
         Ok(c) => c,
         Err(e) => return Reply::failure(400, e),
@@ -64,8 +70,14 @@ pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
         challenge,
         redeemed: None,
     };
-    if let Err(e) = app.store.insert_code(&digest(&code), &record).await {
-        return e.into();
+    let keep = app.config.oauth.codes_per_user;
+    match app.store.insert_code(&digest(&code), &record, keep).await {
+        Ok(0) => {}
+        Ok(evicted) => log::info!(
+            target: "audit",
+            "codes replaced user={user_id} count={evicted} (oauth.codes_per_user)"
+        ),
+        Err(e) => return e.into(),
     }
     telemetry::code_issued(user_id, record.client_id.as_deref());
     Reply::success(

@@ -53,5 +53,13 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
         "code_challenge_methods_supported": ["S256", "plain"],
         "scopes_supported": app.config.oauth.permissions,
     });
-    Reply::plain(200, body)
+    let reply = Reply::plain(200, body);
+    if app.config.public_url.is_some() {
+        return reply;
+    }
+    // Built from this request's Host: a cache between the gate and its
+    // clients must neither keep it nor hand it to a request for another host.
+    reply
+        .header("Cache-Control", "no-store")
+        .header("Vary", "Host")
 }

@@ -172,6 +172,13 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         return Err(replayed(app, &code_hash, &client).await);
     }
     check_code(&record, &client, params.code_verifier.as_deref(), now)?;
+    let cap = app.config.oauth.keys_per_user;
+    if app.store.key_count_of_user(record.user_id).await? >= cap {
+        return Err(refuse(
+            Failure::InvalidRequest,
+            format!("The user has too many API keys (at most {cap}); they must delete one first."),
+        ));
+    }
 
     let minted = KeyRecord::mint_for_client(record.user_id, &client, now);
     match app

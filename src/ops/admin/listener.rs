@@ -16,12 +16,16 @@ use crate::http::authorization::{self, Authorization};
 use crate::http::body;
 use crate::http::io::{client_ip, read_body, write_body, write_reply};
 use crate::http::reply::Reply;
+use crate::limits::Limits;
 use crate::store::{digest, digests_match, Digest};
 use crate::telemetry;
 
 /// The admin listener as a Pingora service that answers everything itself.
 pub struct AdminService {
     app: Arc<App>,
+    /// Failed admin-token attempts, counted apart from the public
+    /// listeners' failures so neither can lock the other out.
+    failures: Limits,
     /// SHA-256 of the admin token; `None` turns the admin API off.
     token: Option<Digest>,
 }
@@ -29,7 +33,12 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(app: Arc<App>) -> AdminService {
         let token = app.config.admin_token.as_deref().map(digest);
-        AdminService { app, token }
+        let failures = Limits::new(app.config.limits.clone());
+        AdminService {
+            app,
+            token,
+            failures,
+        }
     }
 
     /// Whether the request carries the admin token (compared in constant time).
@@ -75,15 +84,11 @@ impl AdminService {
                 "The admin API is off: set server.admin_token or TACHI_GATE_ADMIN_TOKEN.",
             );
         };
-        let ip = client_ip(session);
-        if let Err(refusal) = self.app.limits.failures_exceeded(ip) {
-            return refusal;
-        }
         if !self.authorised(expected, session) {
-            self.app.limits.failure(ip);
             log::warn!(target: "audit", "admin API: a request with a wrong or missing admin token");
-            return Reply::failure(401, "A valid admin token is required.")
+            let refusal = Reply::failure(401, "A valid admin token is required.")
                 .header("WWW-Authenticate", "Bearer realm=\"tachi-gate admin\"");
+            return self.failures.failure(client_ip(session)).unwrap_or(refusal);
         }
         let method = header.method.clone();
         let query = body::query_object(header.uri.query());
