@@ -11,6 +11,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod gate;
+mod hardening;
 mod hostile;
 mod lifecycle;
 mod metrics;

@@ -32,8 +32,9 @@ fn make_certificates(dir: &Path) -> (String, String, String) {
     )
 }
 
-fn tls_config(port: u16, cert: &str, key: &str) -> String {
-    format!("[server]\nadmin_listen = \"\"\n[server.tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n")
+/// A TLS listener on `port` with this certificate, and more `[server]` keys.
+fn tls_config(port: u16, cert: &str, key: &str, server: &str) -> String {
+    format!("[server]\nadmin_listen = \"\"\n{server}\n[server.tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n")
 }
 
 fn client(ca: &str, http1: bool) -> reqwest::Client {
@@ -60,10 +61,15 @@ struct TlsGate {
 
 impl TlsGate {
     async fn start() -> TlsGate {
+        TlsGate::start_with("").await
+    }
+
+    /// A TLS gate with more `[server]` keys.
+    async fn start_with(server: &str) -> TlsGate {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key, ca) = make_certificates(dir.path());
         let port = free_port();
-        let gate = TestGate::start(&tls_config(port, &cert, &key)).await;
+        let gate = TestGate::start(&tls_config(port, &cert, &key, server)).await;
         let t = TlsGate {
             gate,
             port,
@@ -205,32 +211,42 @@ struct Frame {
     payload: Vec<u8>,
 }
 
+/// TLS over `tcp` to the test certificate's `localhost`, offering `alpn`.
+async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    ca: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{self, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
+    stream
+}
+
 impl RawH2 {
     /// Connects with ALPN `h2` and sends the client preface and empty SETTINGS.
     async fn connect(port: u16, ca: &str) -> RawH2 {
         use tokio::io::AsyncWriteExt;
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-        use tokio_rustls::rustls::{self, RootCertStore};
-
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(ca).unwrap())
-            .unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut stream = connector.connect(name, tcp).await.unwrap();
-        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut stream = tls_over(tcp, ca, b"h2").await;
         stream
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
@@ -391,4 +407,75 @@ async fn http2_protocol_faults_close_only_their_own_connection() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// An HTTP/2 client connection (the `h2` crate) to the TLS listener; the
+/// peer's advertised limit on concurrent streams, read once its SETTINGS
+/// have arrived.
+async fn h2_client(port: u16, ca: &str) -> (h2::client::SendRequest<bytes::Bytes>, usize) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (send, mut connection) = h2::client::handshake(tls_over(tcp, ca, b"h2").await)
+        .await
+        .unwrap();
+    // Drive the connection a moment so the server's SETTINGS are read.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(300), &mut connection).await;
+    let streams = connection.max_concurrent_send_streams();
+    tokio::spawn(connection);
+    (send, streams)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_that_never_comes_is_a_408_at_the_body_deadline() {
+    let t = TlsGate::start_with("body_timeout_ms = 500\nh2_max_streams = 3").await;
+    let (send, streams) = h2_client(t.port, &t.ca).await;
+    // One client connection can hold at most this many streams (and so
+    // upstream connections) at once.
+    assert_eq!(streams, 3);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::post(format!("https://localhost:{}/upload", t.port))
+        .header("content-length", "10")
+        .body(())
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Headers only: the ten bytes announced never come.
+    let (response, _body_stream) = send.send_request(request, false).unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["success"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_protocol_names_the_client_on_tls_listeners() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TlsGate::start_with("trusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = true").await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", t.port))
+        .await
+        .unwrap();
+    // The header comes before the TLS handshake, as a balancer sends it.
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 443\r\n")
+        .await
+        .unwrap();
+    let mut tls = tls_over(tcp, &t.ca, b"http/1.1").await;
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let echo: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(echoed_headers(&echo, "x-forwarded-for"), ["203.0.113.7"]);
+    assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), ["https"]);
 }

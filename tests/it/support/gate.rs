@@ -62,14 +62,36 @@ impl TestGate {
     pub async fn start_with_upstreams(
         extra: &str,
         store: &Path,
+        mocks: Vec<MockTachi>,
+        addrs: &[SocketAddr],
+    ) -> TestGate {
+        TestGate::launch(extra, store, mocks, addrs, "127.0.0.1").await
+    }
+
+    /// A gate listening on `[::]` (IPv4 clients arrive as `::ffff:a.b.c.d`),
+    /// reached at 127.0.0.1.
+    pub async fn start_dual_stack(extra: &str) -> TestGate {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = MockTachi::start().await;
+        let addrs = [upstream.addr];
+        let store = dir.path().join("store");
+        let mut g = TestGate::launch(extra, &store, vec![upstream], &addrs, "[::]").await;
+        g._dir = Some(dir);
+        g
+    }
+
+    async fn launch(
+        extra: &str,
+        store: &Path,
         mut mocks: Vec<MockTachi>,
         addrs: &[SocketAddr],
+        host: &str,
     ) -> TestGate {
         let upstream = mocks.remove(0);
         let port = free_port();
         let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         let overrides = Overrides {
-            listen: Some(format!("127.0.0.1:{port}")),
+            listen: Some(format!("{host}:{port}")),
             upstream: Some(list.join(",")),
             data: Some(store.to_path_buf()),
         };
@@ -79,7 +101,7 @@ impl TestGate {
         if !extra.contains("admin_listen") {
             config.admin_listen = None;
         }
-        let addr = config.listen[0];
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let gate = Gate::build(config).expect("gate builds");
         let (stop, rx) = watch::channel(false);
         let thread = std::thread::spawn(move || {
