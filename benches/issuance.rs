@@ -121,7 +121,8 @@ async fn exchanges_per_second(concurrency: usize, per_task: usize) -> (f64, f64)
         tasks.spawn(async move {
             for j in 0..per_task {
                 let code = digest(&format!("code-{}", t * per_task + j));
-                let minted = KeyRecord::mint_for_client(1, &client(), now_ms());
+                let minted =
+                    KeyRecord::mint_for_client(1, &client(), "Bench Token".into(), now_ms());
                 store
                     .redeem_code(&code, &minted.digest, &minted.record, now_ms())
                     .await
@@ -273,7 +274,7 @@ fn sled_writes_per_second(total: usize) -> f64 {
     let client = client();
     // Keys are minted by the requests, not by the writer: not timed.
     let minted: Vec<_> = (0..total)
-        .map(|_| KeyRecord::mint_for_client(1, &client, now_ms()))
+        .map(|_| KeyRecord::mint_for_client(1, &client, "Bench Token".into(), now_ms()))
         .collect();
     // The codes are on disk before timing starts, as in the main bench.
     db.flush().unwrap();

@@ -13,34 +13,52 @@ use crate::app::App;
 use crate::http::body;
 use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
+use crate::http::request::Caller;
 use crate::store::{digest, now_ms, Digest, KeyInsert, KeyRecord};
 use crate::telemetry;
 
 const NOT_BY_KEY: &str =
     "This request cannot be performed by an API key, and requires authentication.";
 
-/// The session's user, when it is the one `:userID` names (a number or `me`).
+/// The session's user, when it is the one `:userID` names: `me`, a
+/// numeric ID, or a user name in any case. Checked in Tachi's order: the
+/// user the URL names first (its `GetUserFromParam`: 401 for a guest's
+/// `me`, 404 for nobody), then that the caller is that user's own session
+/// (`RequireSelfRequestFromUser`).
 async fn own_user(app: &App, req: &ApiRequest, user_param: &str) -> Result<u64, Reply> {
-    if req.headers.contains_key(http::header::AUTHORIZATION) {
-        return Err(Reply::failure(403, NOT_BY_KEY));
-    }
-    let user = app
-        .auth()
-        .session_required(
-            &req.headers,
+    let param = percent_encoding::percent_decode_str(user_param).decode_utf8_lossy();
+    let named = match (&req.caller, param.as_ref()) {
+        (Caller::Guest, "me") => {
+            return Err(Reply::failure(
+                401,
+                "Cannot use 'me' userID with no authentication.",
+            ))
+        }
+        (Caller::Session(user), "me") => Some(*user),
+        (Caller::Key(key), "me") => Some(key.user_id),
+        // The caller's own ID needs no question to the upstream.
+        (Caller::Session(user), p) if p == user.to_string() => Some(*user),
+        (Caller::Key(key), p) if p == key.user_id.to_string() => Some(key.user_id),
+        (_, p) => app
+            .auth()
+            .named_user(p)
+            .await
+            .map_err(|r| r.reply())?
+            .map(|u| u.id),
+    };
+    let Some(named) = named else {
+        return Err(Reply::failure(
+            404,
+            format!("The user {param} does not exist."),
+        ));
+    };
+    match req.caller {
+        Caller::Session(user) if user == named => Ok(user),
+        Caller::Guest => Err(Reply::failure(
+            401,
             "This endpoint requires session-level authentication.",
-        )
-        .await?;
-    if user_param == "me" {
-        return Ok(user);
-    }
-    match user_param.parse::<u64>() {
-        Ok(id) if id == user => Ok(user),
-        Ok(_) => Err(Reply::failure(403, NOT_BY_KEY)),
-        Err(_) => Err(Reply::failure(
-            400,
-            "userID must be a numeric user ID or 'me'.",
         )),
+        _ => Err(Reply::failure(403, NOT_BY_KEY)),
     }
 }
 
@@ -73,49 +91,61 @@ pub enum KeyRequest {
 /// The fields a key creation may send.
 const KEY_FIELDS: [&str; 3] = ["clientID", "permissions", "identifier"];
 
-/// Validates `{clientID}` or `{permissions, identifier}`, not both, and no
-/// other fields.
+/// The identifier of a custom key created without one (Tachi's default).
+const DEFAULT_IDENTIFIER: &str = "Custom Token";
+
+/// Reads a key creation as Tachi does (`api-tokens/router.ts`): `clientID`
+/// for a client's key (any `identifier` is ignored: the key is named after
+/// the client), or `permissions` with an optional `identifier` (any string;
+/// "Custom Token" when left out), never both.
 pub fn key_request(map: &Map<String, Value>, known: &[String]) -> Result<KeyRequest, Reply> {
     only_fields(map, &KEY_FIELDS)?;
-    let custom = map.contains_key("permissions") || map.contains_key("identifier");
-    match (map.get("clientID"), custom) {
-        (Some(_), true) => Err(Reply::failure(
-            400,
-            "Send either clientID, or permissions and identifier, not both.",
-        )),
-        (Some(Value::String(id)), false) => Ok(KeyRequest::FromClient(id.clone())),
-        (Some(_), false) => Err(Reply::failure(400, "clientID must be a string.")),
-        (None, false) => Err(Reply::failure(
-            400,
-            "Send either clientID, or permissions and identifier.",
-        )),
-        (None, true) => {
-            let identifier = match map.get("identifier") {
-                Some(Value::String(s)) if (1..=120).contains(&s.chars().count()) => s.clone(),
-                _ => {
-                    return Err(Reply::failure(
-                        400,
-                        "identifier must be a string of 1 to 120 characters.",
-                    ))
-                }
-            };
-            let permissions = permission_list(map.get("permissions"), known)?;
-            Ok(KeyRequest::Custom {
-                identifier,
-                permissions,
-            })
+    let identifier = match map.get("identifier") {
+        None => DEFAULT_IDENTIFIER.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(Reply::failure(
+                400,
+                "[identifier] Expected *string or no value.",
+            ))
         }
+    };
+    match (map.get("clientID"), map.get("permissions")) {
+        (Some(_), Some(_)) => Err(Reply::failure(
+            400,
+            "Cannot use ClientID creation and permissions creation at the same time!",
+        )),
+        (Some(Value::String(id)), None) => Ok(KeyRequest::FromClient(id.clone())),
+        (Some(_), None) => Err(Reply::failure(
+            400,
+            "[clientID] Expected *string or no value.",
+        )),
+        (None, None) => Err(Reply::failure(
+            400,
+            "Invalid request, must specify either clientID or permissions.",
+        )),
+        (None, Some(list)) => Ok(KeyRequest::Custom {
+            identifier,
+            permissions: permission_list(Some(list), known)?,
+        }),
     }
 }
 
-/// Makes and stores a key for `user` (one per client), answering it once.
+/// Makes and stores a key for `user`, answering it once. Asked again for a
+/// client's key (Tachi's client-file page, visited from a second machine),
+/// it answers as Tachi does, "Returned existing key", with a new key: the
+/// gate keeps only digests, so the first cannot be shown again, and it keeps
+/// working where it is in use. Both are listed on the user's keys page.
 pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) -> Reply {
     if let Err(refusal) = key_room(app, user).await {
         return refusal;
     }
     let minted = match request {
         KeyRequest::FromClient(id) => match app.store.client(&id).await {
-            Ok(Some(client)) => KeyRecord::mint_for_client(user, &client, now_ms()),
+            // Named after the client, as Tachi names it.
+            Ok(Some(client)) => {
+                KeyRecord::mint_for_client(user, &client, client.name.clone(), now_ms())
+            }
             Ok(None) => return Reply::failure(404, NO_SUCH_CLIENT),
             Err(e) => return e.into(),
         },
@@ -124,20 +154,14 @@ pub async fn create_key(app: &App, user: u64, request: KeyRequest, via: &str) ->
             permissions,
         } => KeyRecord::mint(user, identifier, &permissions, None, now_ms()),
     };
-    match app.store.insert_key(&minted.digest, &minted.record).await {
-        Ok(KeyInsert::Inserted) => {
-            telemetry::key_issued(minted.record.audited(), via);
-            Reply::success(
-                "Successfully created new API Token.",
-                views::key(&minted.record, Some(&minted.key)),
-            )
-        }
-        Ok(KeyInsert::ClientKeyExists) => {
-            Reply::failure(409, "This user already has an API key for this client.")
-        }
-        Ok(KeyInsert::NoSuchClient) => Reply::failure(404, NO_SUCH_CLIENT),
-        Err(e) => e.into(),
-    }
+    let description = match app.store.insert_key(&minted.digest, &minted.record).await {
+        Ok(KeyInsert::Inserted) => "Successfully created new API Token.",
+        Ok(KeyInsert::InsertedAgain) => "Returned existing key",
+        Ok(KeyInsert::NoSuchClient) => return Reply::failure(404, NO_SUCH_CLIENT),
+        Err(e) => return e.into(),
+    };
+    telemetry::key_issued(minted.record.audited(), via);
+    Reply::success(description, views::key(&minted.record, Some(&minted.key)))
 }
 
 /// The refusal when `user` already holds `oauth.keys_per_user` keys, so one
@@ -155,9 +179,13 @@ pub async fn key_room(app: &App, user: u64) -> Result<(), Reply> {
     Ok(())
 }
 
-/// Finds a key by its token ID or its value.
+/// Finds a key by its token ID (bare, or as the key list's `token` shows
+/// it: see [`views::key`]) or its value.
 pub async fn find_key(app: &App, token: &str) -> Result<Option<(Digest, Arc<KeyRecord>)>, Reply> {
-    if let Some(found) = app.store.key_by_token_id(token).await? {
+    let token_id = token
+        .strip_prefix(views::LISTED_TOKEN_PREFIX)
+        .unwrap_or(token);
+    if let Some(found) = app.store.key_by_token_id(token_id).await? {
         return Ok(Some(found));
     }
     let d = digest(token);

@@ -103,12 +103,7 @@ async fn owned_client(app: &App, req: &ApiRequest, id: &str) -> Result<ClientRec
         Ok(None) => return Err(Reply::failure(404, NO_SUCH_CLIENT)),
         Err(e) => return Err(e.into()),
     };
-    if app
-        .auth()
-        .session_required(&req.headers, NOT_A_SESSION)
-        .await?
-        != client.author
-    {
+    if req.caller.session(NOT_A_SESSION)? != client.author {
         return Err(Reply::failure(
             403,
             "You are not authorized to perform this action.",
@@ -121,11 +116,7 @@ async fn owned_client(app: &App, req: &ApiRequest, id: &str) -> Result<ClientRec
 ///
 /// @name GET /api/v1/clients
 pub async fn list(app: &App, req: &ApiRequest) -> Reply {
-    let user = match app
-        .auth()
-        .session_required(&req.headers, NOT_A_SESSION)
-        .await
-    {
+    let user = match req.caller.session(NOT_A_SESSION) {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -140,11 +131,7 @@ pub async fn list(app: &App, req: &ApiRequest) -> Reply {
 ///
 /// @name POST /api/v1/clients/create
 pub async fn create(app: &App, req: &ApiRequest) -> Reply {
-    let author = match app
-        .auth()
-        .session_required(&req.headers, "You are not authenticated.")
-        .await
-    {
+    let author = match req.caller.session("You are not authenticated.") {
         Ok(u) => u,
         Err(r) => return r,
     };

@@ -7,6 +7,7 @@ use crate::api::oauth::{create_code, introspect, metadata, revoke, token};
 use crate::api::{api_tokens, clients};
 use crate::app::App;
 use crate::auth::same_site::{self, Origins};
+use crate::auth::Rejection;
 use crate::config::origin_of;
 use crate::http::path::starts_with_ignore_case;
 use crate::http::reply::Reply;
@@ -145,17 +146,26 @@ impl Route {
 
 /// Answers a request to an own route whose method is allowed (a HEAD
 /// request comes here as a GET; the writer leaves out the content).
-pub async fn serve(app: &App, route: &Route, req: &ApiRequest) -> Reply {
+pub async fn serve(app: &App, route: &Route, mut req: ApiRequest) -> Reply {
     if route.is_for_sessions() {
         let own = app.config.public_url.as_deref().and_then(origin_of);
         let origins = Origins {
             own: own.as_deref(),
             trusted: &app.config.trusted_origins,
         };
-        if let Err(refusal) = same_site::check(req, origins) {
+        if let Err(refusal) = same_site::check(&req, origins) {
             return refusal;
         }
+        req.caller = match app.auth().caller(&req.headers).await {
+            Ok(caller) => caller,
+            Err(rejection) => {
+                let mut reply = rejection.reply();
+                reply.failed_auth = rejection == Rejection::UnknownKey;
+                return reply;
+            }
+        };
     }
+    let req = &req;
     match (route, &req.method) {
         (Route::CreateCode, _) => create_code::create_code(app, req).await,
         (Route::Token, _) => token::token(app, req).await,

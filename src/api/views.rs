@@ -33,7 +33,14 @@ pub fn permissions(list: &[String]) -> Value {
     )
 }
 
-/// A key as Tachi's api-tokens routes show it; `key` only when freshly made.
+/// What a listed key shows as its `token`, before its token ID. Tachi's keys
+/// page reveals `token` on a click and deletes with it; the gate keeps only
+/// digests, so it shows a value that names the key without being it (and
+/// cannot be mistaken for one), which the delete route accepts.
+pub const LISTED_TOKEN_PREFIX: &str = "tokenID:";
+
+/// A key as Tachi's api-tokens routes show it: the key itself as `token`
+/// only when freshly made, else its token ID as [`LISTED_TOKEN_PREFIX`] says.
 pub fn key(k: &KeyRecord, key: Option<&str>) -> Value {
     let mut v = json!({
         "tokenID": k.token_id,
@@ -43,8 +50,12 @@ pub fn key(k: &KeyRecord, key: Option<&str>) -> Value {
         "fromAPIClient": k.from_client,
         "createdOn": k.created_on,
     });
-    if let (Some(secret), Some(obj)) = (key, v.as_object_mut()) {
-        obj.insert("token".into(), Value::String(secret.to_string()));
+    let token = match key {
+        Some(secret) => secret.to_string(),
+        None => format!("{LISTED_TOKEN_PREFIX}{}", k.token_id),
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("token".into(), Value::String(token));
     }
     v
 }
@@ -79,7 +90,9 @@ mod tests {
             from_client: None,
             created_on: 2,
         };
-        assert!(key(&k, None).get("token").is_none());
+        // Listed, `token` names the key by its token ID, for Tachi's delete
+        // button; it is never the key.
+        assert_eq!(key(&k, None)["token"], "tokenID:t");
         assert_eq!(key(&k, Some("s"))["token"], "s");
         assert_eq!(key(&k, None)["permissions"], json!({"a": true}));
     }

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod policy;
 pub mod same_site;
 pub mod session;
+pub mod shapes;
 
 use std::sync::Arc;
 
@@ -18,9 +19,10 @@ use http::HeaderMap;
 use crate::config::{AuthConfig, UnknownTokens};
 use crate::http::authorization::{self, Authorization};
 use crate::http::reply::Reply;
+pub use crate::http::request::Caller;
 use crate::store::{digest, KeyRecord, Store};
 use crate::upstream::Upstreams;
-use session::{cookie_header, Sessions, UpstreamFailed};
+use session::{cookie_header, Sessions, TachiUser, UpstreamFailed};
 
 /// What the auth check consults, borrowed from the gate's shared state for
 /// one request (see `App::auth`): the `[auth]` settings, the key store, and
@@ -62,7 +64,22 @@ pub enum Rejection {
     /// A policy matched and the key lacks these permissions (sorted).
     MissingPermissions(Vec<String>),
     UpstreamUnavailable,
+    /// The upstream refused the session (e.g. a banned user): its status
+    /// and description, passed on.
+    UpstreamRefused(u16, String),
     StoreUnavailable,
+}
+
+impl From<UpstreamFailed> for Rejection {
+    fn from(e: UpstreamFailed) -> Rejection {
+        match e {
+            UpstreamFailed::Refused {
+                status,
+                description,
+            } => Rejection::UpstreamRefused(status, description),
+            _ => Rejection::UpstreamUnavailable,
+        }
+    }
 }
 
 impl Rejection {
@@ -104,6 +121,9 @@ impl Rejection {
                 ),
             ),
             Rejection::UpstreamUnavailable => Reply::upstream_unavailable(),
+            Rejection::UpstreamRefused(status, description) => {
+                Reply::failure(*status, description.as_str())
+            }
             Rejection::StoreUnavailable => Reply::store_unavailable(),
         }
     }
@@ -123,6 +143,14 @@ impl Auth<'_> {
     ) -> Result<Identity, Rejection> {
         let credentials =
             authorization::of_request(headers).map_err(|_| Rejection::RepeatedAuthorization)?;
+        // Tachi looks at the session before `Authorization`, and ignores the
+        // header when there is one. Asked only when both are sent, which API
+        // clients do not: their requests carry no cookie.
+        if credentials.is_some() && headers.contains_key(http::header::COOKIE) {
+            if let Some(user) = Box::pin(self.cookie_user(headers)).await? {
+                return Ok(Identity::Session(user));
+            }
+        }
         let identity = match credentials {
             Some(Authorization::Bearer(b"")) => return Err(Rejection::EmptyToken),
             Some(Authorization::Bearer(token)) => self.key_identity(token).await?,
@@ -153,10 +181,9 @@ impl Auth<'_> {
             // Boxed: asking the upstream is a large future that a request with a
             // key, or one no policy covers, would otherwise carry unused.
             Identity::Guest | Identity::Session(_) => {
-                match Box::pin(self.cookie_user(headers)).await {
-                    Ok(Some(user)) => Ok(Identity::Session(user)),
-                    Ok(None) => Err(Rejection::NotAuthorised),
-                    Err(_) => Err(Rejection::UpstreamUnavailable),
+                match Box::pin(self.cookie_user(headers)).await? {
+                    Some(user) => Ok(Identity::Session(user)),
+                    None => Err(Rejection::NotAuthorised),
                 }
             }
         }
@@ -194,24 +221,34 @@ impl Auth<'_> {
             .inspect_err(|e| log::warn!("{e}"))
     }
 
-    /// The session user of a request to one of the gate's own routes: `None`
-    /// for guests and for API-key requests (a request with `Authorization` is
-    /// never a session); a 502 answer when the upstream cannot say.
-    pub async fn session_of(self, headers: &HeaderMap) -> Result<Option<u64>, Reply> {
-        if headers.contains_key(http::header::AUTHORIZATION) {
-            return Ok(None);
-        }
-        self.cookie_user(headers)
+    /// The Tachi user a URL names by ID or name; `None` when there is none.
+    pub async fn named_user(self, name: &str) -> Result<Option<TachiUser>, Rejection> {
+        self.sessions
+            .named_user(name, self.upstreams)
             .await
-            .map_err(|_| Reply::upstream_unavailable())
+            .inspect_err(|e| log::warn!("{e}"))
+            .map_err(Rejection::from)
     }
 
-    /// The session's user, for routes only a session may use; without one,
-    /// a 401 saying `refusal`.
-    pub async fn session_required(self, headers: &HeaderMap, refusal: &str) -> Result<u64, Reply> {
-        self.session_of(headers)
-            .await?
-            .ok_or_else(|| Reply::failure(401, refusal))
+    /// Who is calling one of the gate's own routes, in Tachi's order; the
+    /// refusal Tachi's auth middleware gives for bad credentials. Keys the
+    /// gate never issued are refused here whatever `unknown_tokens` says:
+    /// these routes are the gate's own.
+    pub async fn caller(self, headers: &HeaderMap) -> Result<Caller, Rejection> {
+        if let Some(user) = Box::pin(self.cookie_user(headers)).await? {
+            return Ok(Caller::Session(user));
+        }
+        let credentials =
+            authorization::of_request(headers).map_err(|_| Rejection::RepeatedAuthorization)?;
+        match credentials {
+            None => Ok(Caller::Guest),
+            Some(Authorization::Bearer(b"")) => Err(Rejection::EmptyToken),
+            Some(Authorization::Bearer(token)) => match self.key_identity(token).await? {
+                Identity::Key(record) => Ok(Caller::Key(record)),
+                _ => Err(Rejection::UnknownKey),
+            },
+            Some(Authorization::Basic(_) | Authorization::Other) => Err(Rejection::WrongScheme),
+        }
     }
 }
 

@@ -6,25 +6,14 @@
 //! covered wherever GET is, since servers answer HEAD with their GET handler.
 
 use crate::config::Policy;
-use crate::http::path::starts_with_ignore_case;
+use crate::http::path::covers;
 
 /// The first policy that applies to this method and canonical path
 /// ([`crate::http::path::canonical`]).
 pub fn first_match<'a>(policies: &'a [Policy], method: &str, path: &str) -> Option<&'a Policy> {
     policies
         .iter()
-        .find(|p| covers_path(&p.path_prefix, path) && covers_method(&p.methods, method))
-}
-
-/// Whether `prefix` covers `path` segment by segment: `/ir/` and `/ir` both
-/// cover `/ir` and everything under it, and neither covers `/irx`.
-fn covers_path(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    if !starts_with_ignore_case(path, prefix) {
-        return false;
-    }
-    let rest = &path[prefix.len()..];
-    rest.is_empty() || rest.starts_with('/')
+        .find(|p| covers(&p.path_prefix, path) && covers_method(&p.methods, method))
 }
 
 /// Whether a policy's methods (empty: all) cover `method`.

@@ -8,7 +8,7 @@
 //! its `Origin` must come from the gate's own origin or one listed in
 //! `server.trusted_origins` (a Tachi front-end served elsewhere).
 
-use http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use http::header::{COOKIE, HOST, ORIGIN};
 use http::Method;
 
 use crate::http::body::{format_of, Format};
@@ -25,17 +25,24 @@ pub struct Origins<'a> {
 }
 
 /// Refuses a state-changing session request that a page of another site
-/// could have made; requests with `Authorization` (not a session), without
-/// cookies, or that only read pass.
+/// could have made; requests without cookies, or that only read, pass. (A
+/// cookie with `Authorization` is checked too: the session wins over the
+/// header, as in Tachi.)
 pub fn check(req: &ApiRequest, origins: Origins<'_>) -> Result<(), Reply> {
     let reads = matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads || req.headers.contains_key(AUTHORIZATION) || !req.headers.contains_key(COOKIE) {
+    if reads || !req.headers.contains_key(COOKIE) {
         return Ok(());
     }
-    if !matches!(
-        format_of(req.content_type(), &req.body),
-        Ok(None | Some(Format::Json))
-    ) {
+    // JSON, or no body and no Content-Type: whatever else a form can send,
+    // empty or not, is refused.
+    let json = match req.content_type() {
+        Some(_) => matches!(
+            format_of(req.content_type(), &req.body),
+            Ok(Some(Format::Json))
+        ),
+        None => req.body.is_empty(),
+    };
+    if !json {
         return Err(Reply::failure(
             400,
             "Requests made with a session cookie must send JSON (Content-Type: application/json).",
@@ -96,6 +103,7 @@ mod tests {
             body: Bytes::from(body.to_string()),
             tls: false,
             authority: None,
+            caller: crate::http::request::Caller::Guest,
         }
     }
 
@@ -118,17 +126,14 @@ mod tests {
         assert!(check(&request(Method::POST, &[cookie, form], ""), NONE).is_err());
         assert!(check(&request(Method::POST, &[cookie, json], "{}"), NONE).is_ok());
         assert!(check(&request(Method::DELETE, &[cookie], ""), NONE).is_ok());
+        let empty_text = request(Method::POST, &[cookie, ("content-type", "text/plain")], "");
+        assert!(check(&empty_text, NONE).is_err());
+        assert!(check(&request(Method::POST, &[cookie], "{}"), NONE).is_err());
+        // A cookie wins over Authorization, so it is checked all the same.
+        let keyed = [cookie, form, ("authorization", "Bearer k")];
+        assert!(check(&request(Method::POST, &keyed, "a=b"), NONE).is_err());
         // Not a session, or only reading: not this check's business.
         assert!(check(&request(Method::POST, &[form], "a=b"), NONE).is_ok());
-        assert!(check(
-            &request(
-                Method::POST,
-                &[cookie, form, ("authorization", "Bearer k")],
-                "a=b"
-            ),
-            NONE
-        )
-        .is_ok());
         assert!(check(&request(Method::GET, &[cookie, form], "a=b"), NONE).is_ok());
     }
 

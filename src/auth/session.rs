@@ -32,17 +32,80 @@ pub enum UpstreamFailed {
     Unreadable(#[source] reqwest::Error),
     #[error("session check: no body.whoami in the answer")]
     NoWhoami,
+    #[error("user lookup: no body.id in the answer")]
+    NoUserId,
+    /// The upstream refused the session itself (a banned user: Tachi
+    /// answers 403 "You are banned from …"): its answer is passed on.
+    #[error("session check: the upstream refused the session ({status}): {description}")]
+    Refused { status: u16, description: String },
 }
 
-/// Turns cookies into user IDs.
+/// Tachi's route for one user by ID or name (`router/api/v1/users/_userID`).
+const USER_PATH: &str = "/api/v1/users/";
+
+/// Tachi's `authLevel` of an administrator (its `UserAuthLevels.ADMIN`).
+const ADMIN_AUTH_LEVEL: u64 = 3;
+
+/// A Tachi user, as the gate needs to know one named in a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TachiUser {
+    pub id: u64,
+    /// Tachi exempts administrators from the client cap.
+    pub admin: bool,
+}
+
+/// Answers from the upstream, kept for a while: bounded, so a flood of
+/// made-up cookies or names cannot grow memory (past the bound the expired
+/// ones go, then all).
+struct TtlCache<K, V> {
+    ttl: Duration,
+    map: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
+    fn new(ttl: Duration) -> TtlCache<K, V> {
+        TtlCache {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let map = self.map.lock().ok()?;
+        match map.get(key) {
+            Some((value, until)) if *until > Instant::now() => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: K, value: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MAX_CACHED {
+                let now = Instant::now();
+                map.retain(|_, (_, until)| *until > now);
+                if map.len() >= MAX_CACHED {
+                    map.clear();
+                }
+            }
+            map.insert(key, (value, Instant::now() + self.ttl));
+        }
+    }
+}
+
+/// Turns cookies into user IDs, and user names into users.
 pub struct Sessions {
     http: reqwest::Client,
     scheme: &'static str,
     /// The upstreams' TLS name, when they are asked for by name.
     host: Option<String>,
     status_path: String,
-    ttl: Duration,
-    cache: Mutex<HashMap<Digest, (Option<u64>, Instant)>>,
+    cache: TtlCache<Digest, Option<u64>>,
+    /// By the name or ID as a URL gave it, lower-cased (Tachi's names
+    /// compare regardless of case).
+    users: TtlCache<String, Option<TachiUser>>,
 }
 
 impl Sessions {
@@ -82,8 +145,8 @@ impl Sessions {
             scheme: if upstream.tls { "https" } else { "http" },
             host,
             status_path,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(ttl),
+            users: TtlCache::new(ttl),
         })
     }
 
@@ -94,44 +157,62 @@ impl Sessions {
         upstreams: &Upstreams,
     ) -> Result<Option<u64>, UpstreamFailed> {
         let key = digest(cookie);
-        if let Some(hit) = self.cached(&key) {
+        if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
         let upstream = upstreams.next().ok_or(UpstreamFailed::AllDown)?;
         let user = self.ask(cookie, upstream).await?;
-        if !self.ttl.is_zero() {
-            if let Ok(mut cache) = self.cache.lock() {
-                if cache.len() >= MAX_CACHED {
-                    let now = Instant::now();
-                    cache.retain(|_, (_, until)| *until > now);
-                    if cache.len() >= MAX_CACHED {
-                        cache.clear();
-                    }
-                }
-                cache.insert(key, (user, Instant::now() + self.ttl));
-            }
-        }
+        self.cache.put(key, user);
         Ok(user)
     }
 
-    fn cached(&self, key: &Digest) -> Option<Option<u64>> {
-        let cache = self.cache.lock().ok()?;
-        match cache.get(key) {
-            Some((user, until)) if *until > Instant::now() => Some(*user),
-            _ => None,
+    /// The Tachi user a URL names by ID or by name (in any case), or `None`
+    /// when Tachi knows no such user.
+    pub async fn named_user(
+        &self,
+        name: &str,
+        upstreams: &Upstreams,
+    ) -> Result<Option<TachiUser>, UpstreamFailed> {
+        let key = name.to_lowercase();
+        if let Some(hit) = self.users.get(&key) {
+            return Ok(hit);
+        }
+        let upstream = upstreams.next().ok_or(UpstreamFailed::AllDown)?;
+        let segment =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        let url = self.url(upstream, &format!("{USER_PATH}{segment}"));
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(UpstreamFailed::Unreachable)?;
+        let user = match resp.status() {
+            http::StatusCode::NOT_FOUND => None,
+            status if status.is_success() => {
+                let body: Value = resp.json().await.map_err(UpstreamFailed::Unreadable)?;
+                let id = body["body"]["id"]
+                    .as_u64()
+                    .ok_or(UpstreamFailed::NoUserId)?;
+                let admin = body["body"]["authLevel"].as_u64() == Some(ADMIN_AUTH_LEVEL);
+                Some(TachiUser { id, admin })
+            }
+            status => return Err(UpstreamFailed::Status(status)),
+        };
+        self.users.put(key, user);
+        Ok(user)
+    }
+
+    /// The URL of `path` on `upstream`, by the upstreams' TLS name when they have one.
+    fn url(&self, upstream: SocketAddr, path: &str) -> String {
+        match &self.host {
+            Some(host) => format!("{}://{host}:{}{path}", self.scheme, upstream.port()),
+            None => format!("{}://{upstream}{path}", self.scheme),
         }
     }
 
     async fn ask(&self, cookie: &str, upstream: SocketAddr) -> Result<Option<u64>, UpstreamFailed> {
-        let url = match &self.host {
-            Some(host) => format!(
-                "{}://{host}:{}{}",
-                self.scheme,
-                upstream.port(),
-                self.status_path
-            ),
-            None => format!("{}://{upstream}{}", self.scheme, self.status_path),
-        };
+        let url = self.url(upstream, &self.status_path);
         let resp = self
             .http
             .get(&url)
@@ -139,8 +220,22 @@ impl Sessions {
             .send()
             .await
             .map_err(UpstreamFailed::Unreachable)?;
-        if !resp.status().is_success() {
-            return Err(UpstreamFailed::Status(resp.status()));
+        let status = resp.status();
+        if status.is_client_error() {
+            let body: Value = resp.json().await.unwrap_or_default();
+            let description = body["description"]
+                .as_str()
+                .unwrap_or("The Tachi server refused this session.")
+                .chars()
+                .take(500)
+                .collect();
+            return Err(UpstreamFailed::Refused {
+                status: status.as_u16(),
+                description,
+            });
+        }
+        if !status.is_success() {
+            return Err(UpstreamFailed::Status(status));
         }
         let body: Value = resp.json().await.map_err(UpstreamFailed::Unreadable)?;
         whoami(&body).ok_or(UpstreamFailed::NoWhoami)

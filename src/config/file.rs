@@ -72,6 +72,7 @@ pub(super) struct FileServer {
     pub(super) proxy_protocol: Option<bool>,
     pub(super) trusted_origins: Option<Vec<String>>,
     pub(super) h2_max_streams: Option<u32>,
+    pub(super) cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -178,6 +178,9 @@ pub struct Config {
     pub trusted_origins: Vec<String>,
     /// How many streams one HTTP/2 connection may have open at once.
     pub h2_max_streams: u32,
+    /// Origins whose pages may read the gate's answers (CORS): `["*"]`, as
+    /// Tachi, or a list; empty turns CORS off.
+    pub cors_origins: Vec<String>,
     pub upstream: UpstreamConfig,
     pub store_path: PathBuf,
     pub session: SessionConfig,

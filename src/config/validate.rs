@@ -90,6 +90,7 @@ pub(super) fn validate(
         proxy_protocol: server.proxy_protocol,
         trusted_origins: server.trusted_origins,
         h2_max_streams: server.h2_max_streams,
+        cors_origins: server.cors_origins,
         body_timeout: server.body_timeout,
         listen: server.listen,
         tls: server.tls,
@@ -124,6 +125,7 @@ struct ServerSection {
     proxy_protocol: bool,
     trusted_origins: Vec<String>,
     h2_max_streams: u32,
+    cors_origins: Vec<String>,
 }
 
 fn server(
@@ -247,7 +249,23 @@ fn server(
         n @ 1..=1000 => n,
         _ => return invalid("server.h2_max_streams", "must be from 1 to 1000"),
     };
+    let mut cors_origins = Vec::new();
+    for entry in file.cors_origins.unwrap_or_else(|| vec!["*".to_string()]) {
+        match entry.as_str() {
+            "*" => cors_origins.push(entry),
+            _ => match origin_of(&entry) {
+                Some(origin) => cors_origins.push(origin),
+                None => {
+                    return invalid(
+                        "server.cors_origins",
+                        format!("`{entry}` is neither \"*\" nor an http(s) origin"),
+                    )
+                }
+            },
+        }
+    }
     Ok(ServerSection {
+        cors_origins,
         trusted_proxies,
         proxy_protocol,
         trusted_origins,

@@ -25,6 +25,8 @@ pub fn of_request(headers: &HeaderMap) -> Result<Option<Authorization<'_>>, Repe
     let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
     match (all.next(), all.next()) {
         (Some(_), Some(_)) => Err(Repeated),
+        // An empty header is no credentials at all, as in Tachi.
+        (Some(value), None) if value.is_empty() => Ok(None),
         (Some(value), None) => Ok(Some(parse(value.as_bytes()))),
         (None, _) => Ok(None),
     }

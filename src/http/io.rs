@@ -46,7 +46,8 @@ pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
     .await
 }
 
-/// Writes a complete response with Content-Type and Content-Length; to a
+/// Writes a complete response with Content-Type (when it has content) and
+/// Content-Length; to a
 /// HEAD request, the same header with no content (Pingora leaves HTTP/1
 /// bodies out by itself, HTTP/2 ones not).
 pub async fn write_body(
@@ -57,7 +58,9 @@ pub async fn write_body(
     headers: &[(&'static str, String)],
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(3 + headers.len()))?;
-    header.insert_header("Content-Type", content_type)?;
+    if !body.is_empty() {
+        header.insert_header("Content-Type", content_type)?;
+    }
     header.insert_header("Content-Length", body.len().to_string())?;
     for (name, value) in headers {
         header.append_header(*name, value.as_str())?;

@@ -5,6 +5,7 @@
 
 pub mod authorization;
 pub mod body;
+pub mod cors;
 pub mod forwarded;
 pub mod io;
 pub mod path;

@@ -105,6 +105,18 @@ fn holds_secret(segment: &str) -> bool {
     false
 }
 
+/// Whether `prefix` covers `path` segment by segment, ignoring case: `/ir/`
+/// and `/ir` both cover `/ir` and everything under it, and neither covers
+/// `/irx`.
+pub fn covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    if !starts_with_ignore_case(path, prefix) {
+        return false;
+    }
+    let rest = &path[prefix.len()..];
+    rest.is_empty() || rest.starts_with('/')
+}
+
 /// Whether `path` starts with `prefix`, ignoring ASCII case.
 pub fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
     path.len() >= prefix.len()

@@ -17,9 +17,10 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::api::routes;
 use crate::app::App;
-use crate::auth::{Identity, Rejection};
+use crate::auth::{shapes, Caller, Identity, Rejection};
+use crate::http::cors::{self, Cors};
 use crate::http::forwarded;
-use crate::http::io::{client_ip, is_tls, read_body, write_reply};
+use crate::http::io::{client_ip, is_tls, read_body, write_body, write_reply};
 use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
 use crate::telemetry;
@@ -73,6 +74,8 @@ enum Step {
     Forward(Identity),
     /// Answer locally with this refusal.
     Refuse(Reply),
+    /// A CORS preflight: 200 with no content (every `OPTIONS`, as Tachi).
+    Preflight,
 }
 
 /// Per-request state, for forwarding and for the access log.
@@ -112,6 +115,9 @@ impl PublicProxy {
     async fn decide(&self, header: &RequestHeader, ip: Option<IpAddr>, ctx: &mut Ctx) -> Step {
         // Failed credentials are counted after they fail: good ones are
         // served whatever their address's count (see `limits`).
+        if header.method == Method::OPTIONS && self.cors().enabled() {
+            return Step::Preflight;
+        }
         let limits = &self.app.limits;
         if header_bytes(&header.headers) > MAX_HEADER_BYTES {
             return Step::Refuse(Reply::headers_too_large());
@@ -143,9 +149,31 @@ impl PublicProxy {
                 let over_limit = (rejection == Rejection::UnknownKey)
                     .then(|| limits.failure(ip))
                     .flatten();
-                Step::Refuse(over_limit.unwrap_or_else(|| rejection.reply()))
+                Step::Refuse(over_limit.unwrap_or_else(|| shapes::reply(&rejection, &path)))
             }
         }
+    }
+
+    fn cors(&self) -> Cors<'_> {
+        Cors {
+            origins: &self.app.config.cors_origins,
+        }
+    }
+
+    /// The CORS headers for an answer to this request.
+    fn cors_headers(&self, session: &Session) -> Vec<(&'static str, String)> {
+        let origin = session
+            .req_header()
+            .headers
+            .get(http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        self.cors().headers(origin)
+    }
+
+    /// `reply` with the CORS headers every answer the gate gives carries.
+    fn with_cors(&self, session: &Session, mut reply: Reply) -> Reply {
+        reply.headers.extend(self.cors_headers(session));
+        reply
     }
 
     async fn serve_own(&self, session: &mut Session, route: routes::Route) -> Reply {
@@ -172,8 +200,9 @@ impl PublicProxy {
             body,
             tls: is_tls(session),
             authority,
+            caller: Caller::Guest,
         };
-        routes::serve(&self.app, &route, &req).await
+        routes::serve(&self.app, &route, req).await
     }
 }
 
@@ -235,7 +264,13 @@ impl ProxyHttp for PublicProxy {
                 }
                 reply
             }
+            Step::Preflight => {
+                let headers = self.cors_headers(session);
+                Box::pin(write_body(session, 200, "", Vec::new(), &headers)).await?;
+                return Ok(true);
+            }
         };
+        let reply = self.with_cors(session, reply);
         Box::pin(write_reply(session, &reply)).await?;
         Ok(true)
     }
@@ -343,12 +378,22 @@ impl ProxyHttp for PublicProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _response: &mut ResponseHeader,
+        session: &mut Session,
+        response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent.take() {
             telemetry::upstream_answered(sent.elapsed().as_secs_f64());
+        }
+        // Tachi allows any origin; narrowed origins hold for its answers too.
+        let cors = self.cors();
+        if cors.enabled() && !cors.is_any_origin() {
+            for name in cors::HEADER_NAMES {
+                response.remove_header(name);
+            }
+            for (name, value) in self.cors_headers(session) {
+                response.append_header(name, value)?;
+            }
         }
         Ok(())
     }
@@ -397,6 +442,7 @@ impl ProxyHttp for PublicProxy {
         }
         let code = match reply {
             Some(reply) if session.response_written().is_none() => {
+                let reply = self.with_cors(session, reply);
                 // The connection is closed after this answer: say so in it.
                 session.set_keepalive(None);
                 if let Err(err) = write_reply(session, &reply).await {

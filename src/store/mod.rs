@@ -118,8 +118,9 @@ pub enum Redeem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyInsert {
     Inserted,
-    /// The user already has a key from this client.
-    ClientKeyExists,
+    /// Inserted beside a key the user already has from this client (which
+    /// keeps working).
+    InsertedAgain,
     /// The key names a client that does not exist.
     NoSuchClient,
 }
@@ -225,7 +226,7 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The keys issued through a client, oldest first.
     async fn keys_of_client(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Stores a new key; refuses a second key for the same user and client.
+    /// Stores a new key; says whether the user already had one from its client.
     async fn insert_key(&self, key: &Digest, record: &KeyRecord) -> Result<KeyInsert, StoreError>;
     /// Revokes (deletes) a key; its record if it existed.
     async fn revoke_key(&self, key: &Digest) -> Result<Option<Arc<KeyRecord>>, StoreError>;

@@ -124,10 +124,15 @@ impl KeyRecord {
 
     /// A key for `user_id` issued through `client`: named after the client
     /// and holding the permissions it asks for, as Tachi names them.
-    pub fn mint_for_client(user_id: u64, client: &ClientRecord, now_ms: u64) -> MintedKey {
+    pub fn mint_for_client(
+        user_id: u64,
+        client: &ClientRecord,
+        identifier: String,
+        now_ms: u64,
+    ) -> MintedKey {
         KeyRecord::mint(
             user_id,
-            format!("{} Token", client.name),
+            identifier,
             &client.requested_permissions,
             Some(client.client_id.clone()),
             now_ms,

@@ -732,15 +732,13 @@ impl Store for SledStore {
     async fn insert_key(&self, key: &Digest, record: &KeyRecord) -> Result<KeyInsert, StoreError> {
         let outcome = {
             let _guard = self.creation.lock().await;
-            if let Some(client) = &record.from_client {
-                let existing = self.keys_under(&self.keys_by_user, &user_prefix(record.user_id))?;
-                if existing
+            let again = match &record.from_client {
+                Some(client) => self
+                    .keys_under(&self.keys_by_user, &user_prefix(record.user_id))?
                     .iter()
-                    .any(|k| k.from_client.as_ref() == Some(client))
-                {
-                    return Ok(KeyInsert::ClientKeyExists);
-                }
-            }
+                    .any(|k| k.from_client.as_ref() == Some(client)),
+                None => false,
+            };
             let _shared = self.client_keys.read().await;
             tx_result(
                 (
@@ -764,12 +762,16 @@ impl Store for SledStore {
                                 keys_by_user,
                             }
                             .insert(key, record)?;
-                            Ok(KeyInsert::Inserted)
+                            Ok(if again {
+                                KeyInsert::InsertedAgain
+                            } else {
+                                KeyInsert::Inserted
+                            })
                         },
                     ),
             )?
         };
-        if outcome == KeyInsert::Inserted {
+        if outcome != KeyInsert::NoSuchClient {
             self.commit.durable().await?;
         }
         Ok(outcome)

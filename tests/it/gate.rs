@@ -365,12 +365,14 @@ async fn policies_allow_and_refuse() {
         "You are missing the following permissions necessary for this request: delete_score"
     );
 
+    // A guest on an IR route is told what Tachi's RequireNotGuest tells it
+    // (server/src/server/middleware/auth.ts, RequireNotGuest).
     let r = gate.http.post(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"tachi\"");
     assert_eq!(
         r.json::<Value>().await.unwrap()["description"],
-        "You are not authorised to perform this action."
+        "This endpoint requires authentication."
     );
 
     // Methods outside the policy are not covered by it.

@@ -33,32 +33,73 @@ async fn api_tokens_list_create_and_delete_for_the_own_session() {
     assert_eq!(v["body"]["fromAPIClient"], Value::Null);
     assert_eq!(gate.get_with_key("/x", &custom_key).await.status(), 200);
 
-    // Create from a client, by numeric user ID; a second one is a conflict.
+    // Create from a client, by numeric user ID: named after the client, and
+    // any identifier ignored (Tachi: server/src/server/router/api/v1/users/
+    // _userID/api-tokens/router.ts, POST /create).
+    let (st, v) = send(
+        http.post(gate.url("/api/v1/users/6/api-tokens/create"))
+            .header("cookie", &me)
+            .json(&json!({"clientID": client_id, "identifier": "ignored"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let client_key = v["body"]["token"].as_str().unwrap().to_string();
+    assert_eq!(v["body"]["identifier"], "Epic Games");
+    assert_eq!(v["body"]["fromAPIClient"], client_id);
+    // Asked again (the client-file page on a second machine): 200 "Returned
+    // existing key", with a key that works; the first keeps working.
     let (st, v) = send(
         http.post(gate.url("/api/v1/users/6/api-tokens/create"))
             .header("cookie", &me)
             .json(&json!({"clientID": client_id})),
     )
     .await;
-    assert_eq!(st, 200, "{v}");
-    let client_key = v["body"]["token"].as_str().unwrap().to_string();
-    assert_eq!(v["body"]["identifier"], "Epic Games Token");
-    assert_eq!(v["body"]["fromAPIClient"], client_id);
-    let (st, _) = send(
-        http.post(gate.url("/api/v1/users/6/api-tokens/create"))
-            .header("cookie", &me)
-            .json(&json!({"clientID": client_id})),
-    )
-    .await;
-    assert_eq!(st, 409);
+    assert_eq!(
+        (st, v["description"].as_str()),
+        (200, Some("Returned existing key"))
+    );
+    let second_key = v["body"]["token"].as_str().unwrap().to_string();
+    let second_id = v["body"]["tokenID"].as_str().unwrap().to_string();
+    assert_ne!(second_key, client_key);
+    assert_eq!(gate.get_with_key("/x", &second_key).await.status(), 200);
+    assert_eq!(gate.get_with_key("/x", &client_key).await.status(), 200);
+    // identifier is optional ("Custom Token"), and may be empty.
+    for (body, identifier) in [
+        (json!({"permissions": ["submit_score"]}), "Custom Token"),
+        (json!({"identifier": "", "permissions": []}), ""),
+    ] {
+        let (st, v) = send(
+            http.post(gate.url("/api/v1/users/me/api-tokens/create"))
+                .header("cookie", &me)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(
+            (st, v["body"]["identifier"].as_str()),
+            (200, Some(identifier)),
+            "{body}"
+        );
+        let token_id = v["body"]["tokenID"].as_str().unwrap().to_string();
+        let (st, _) = send(
+            http.delete(gate.url(&format!("/api/v1/users/me/api-tokens/{token_id}")))
+                .header("cookie", &me),
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
 
-    // Bad create requests.
-    for body in [
-        json!({"clientID": client_id, "identifier": "x"}),
-        json!({}),
-        json!({"identifier": "x", "permissions": ["nope"]}),
-        json!({"identifier": "", "permissions": []}),
-        json!({"permissions": ["submit_score"]}),
+    // Bad create requests, with Tachi's words where its tests assert them.
+    for (body, description) in [
+        (
+            json!({"clientID": client_id, "permissions": []}),
+            Some("Cannot use ClientID creation and permissions creation at the same time!"),
+        ),
+        (
+            json!({}),
+            Some("Invalid request, must specify either clientID or permissions."),
+        ),
+        (json!({"identifier": "x", "permissions": ["nope"]}), None),
+        (json!({"identifier": 5, "permissions": []}), None),
     ] {
         let (st, v) = send(
             http.post(gate.url("/api/v1/users/me/api-tokens/create"))
@@ -67,7 +108,24 @@ async fn api_tokens_list_create_and_delete_for_the_own_session() {
         )
         .await;
         assert_eq!(st, 400, "{body} -> {v}");
+        if let Some(d) = description {
+            assert_eq!(v["description"], d);
+        }
     }
+    let (st, v) = send(
+        http.post(gate.url("/api/v1/users/me/api-tokens/create"))
+            .header("cookie", &me)
+            .json(&json!({"permissions": ["invalid_permission"]})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_permission"),
+        "{v}"
+    );
     let (st, _) = send(
         http.post(gate.url("/api/v1/users/me/api-tokens/create"))
             .header("cookie", &me)
@@ -83,14 +141,30 @@ async fn api_tokens_list_create_and_delete_for_the_own_session() {
     )
     .await;
     assert_eq!(st, 200);
-    assert_eq!(v["description"], "Returned 2 keys.");
+    assert_eq!(v["description"], "Returned 3 keys.");
     let listed = v["body"].as_array().unwrap();
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3);
     for k in listed {
-        assert!(k.get("token").is_none(), "{k}");
+        // Tachi's page reveals `token` and deletes with it: here it names the
+        // key by its token ID, and is never the key.
+        let token = k["token"].as_str().unwrap();
+        assert_eq!(token, format!("tokenID:{}", k["tokenID"].as_str().unwrap()));
         assert!(k["tokenID"].is_string() && k["createdOn"].is_u64() && k["userID"] == 6);
     }
     assert!(!v.to_string().contains(&custom_key) && !v.to_string().contains(&client_key));
+    // The stock delete button sends that `token` back.
+    let listed_second = listed
+        .iter()
+        .find(|k| k["tokenID"] == second_id.as_str())
+        .map(|k| k["token"].as_str().unwrap().to_string())
+        .unwrap();
+    let (st, _) = send(
+        http.delete(gate.url(&format!("/api/v1/users/me/api-tokens/{listed_second}")))
+            .header("cookie", &me),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(gate.get_with_key("/x", &second_key).await.status(), 401);
 
     // Delete by token ID and by key value.
     let (st, v) = send(
@@ -153,12 +227,17 @@ async fn api_tokens_refuse_keys_other_users_and_guests() {
             Some("This endpoint requires session-level authentication.")
         )
     );
-    let (st, _) = send(
+    // A user Tachi does not know (server/src/server/router/api/v1/users/
+    // _userID/middleware.ts, GetUserFromParam: 404 "The user X does not exist.").
+    let (st, v) = send(
         http.get(gate.url("/api/v1/users/someone/api-tokens"))
             .header("cookie", &me),
     )
     .await;
-    assert_eq!(st, 400);
+    assert_eq!(
+        (st, v["description"].as_str()),
+        (404, Some("The user someone does not exist."))
+    );
     // Another user cannot delete my key, even knowing it.
     let (st, _) = send(
         http.delete(gate.url(&format!("/api/v1/users/7/api-tokens/{key}")))

@@ -18,11 +18,7 @@ use super::{pkce, string_param};
 ///
 /// @name POST /api/v1/oauth/create-code
 pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
-    let user_id = match app
-        .auth()
-        .session_required(&req.headers, "You are not authenticated.")
-        .await
-    {
+    let user_id = match req.caller.session("You are not authenticated.") {
         Ok(u) => u,
         Err(reply) => return reply,
     };

@@ -180,7 +180,9 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         ));
     }
 
-    let minted = KeyRecord::mint_for_client(record.user_id, &client, now);
+    // Named as Tachi's token route names it (`oauth/router.ts`).
+    let identifier = format!("{} Token", client.name);
+    let minted = KeyRecord::mint_for_client(record.user_id, &client, identifier, now);
     match app
         .store
         .redeem_code(&code_hash, &minted.digest, &minted.record, now)
