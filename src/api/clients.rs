@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::fields::{only_fields, permission_list};
+use super::fields::{only_fields, permission_list, received};
 use crate::api::views;
 use crate::app::App;
 use crate::http::body;
@@ -20,9 +20,62 @@ fn new_secret() -> String {
     format!("CS{}", random_hex(20))
 }
 
-/// Tachi's `IsValidURL`: an absolute http or https URL.
+/// Tachi's `IsValidURL` (`utils/misc.ts`): an absolute http or https URL,
+/// or one whose scheme is `tachi-` and letters or digits, for native apps.
 fn valid_url(s: &str) -> bool {
-    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+    let Ok(url) = url::Url::parse(s) else {
+        return false;
+    };
+    match url.scheme() {
+        "http" | "https" => url.has_host(),
+        scheme => scheme.strip_prefix("tachi-").is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }),
+    }
+}
+
+/// A refusal worded as Tachi's validator words one: `[key] message`, then
+/// the value it got.
+fn invalid(key: &str, message: &str, value: &Value) -> Reply {
+    Reply::failure(400, format!("[{key}] {message}{}", received(value)))
+}
+
+/// A field that is absent (`None`), `null`, or a string passing `check`;
+/// `message` says what else was expected.
+fn optional_string(
+    map: &Map<String, Value>,
+    name: &str,
+    message: &str,
+    check: impl Fn(&str) -> bool,
+) -> Result<Option<Option<String>>, Reply> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) if check(s) => Ok(Some(Some(s.clone()))),
+        Some(other) => Err(invalid(name, message, other)),
+    }
+}
+
+const NAME_LENGTH: &str = "Expected a string with length between 3 and 80.";
+
+fn name_ok(s: &str) -> bool {
+    (3..=80).contains(&s.chars().count())
+}
+
+/// A client's `name` when present: a string of 3 to 80 characters.
+fn name_field(map: &Map<String, Value>) -> Result<Option<String>, Reply> {
+    match map.get("name") {
+        None => Ok(None),
+        Some(Value::String(s)) if name_ok(s) => Ok(Some(s.clone())),
+        Some(other) => Err(invalid("name", NAME_LENGTH, other)),
+    }
+}
+
+fn any_string(_: &str) -> bool {
+    true
 }
 
 /// The JSON body as an object, refusing keys outside `allowed`.
@@ -30,70 +83,6 @@ fn params(req: &ApiRequest, allowed: &[&str]) -> Result<Map<String, Value>, Repl
     let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
     only_fields(&map, allowed)?;
     Ok(map)
-}
-
-/// A field that is absent, `null`, or a string passing `check`.
-fn optional_string(
-    map: &Map<String, Value>,
-    name: &str,
-    check: impl Fn(&str) -> Result<(), String>,
-) -> Result<Option<Option<String>>, Reply> {
-    match map.get(name) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => match check(s) {
-            Ok(()) => Ok(Some(Some(s.clone()))),
-            Err(e) => Err(Reply::failure(400, format!("Invalid {name}: {e}"))),
-        },
-        Some(_) => Err(Reply::failure(
-            400,
-            format!("Invalid {name}: expected a string or null."),
-        )),
-    }
-}
-
-/// A client's `name` when present: a string of 3 to 80 characters.
-fn name_field(map: &Map<String, Value>) -> Result<Option<String>, Reply> {
-    match map.get("name") {
-        None => Ok(None),
-        Some(Value::String(s)) => {
-            check_name(s).map_err(|e| Reply::failure(400, format!("Invalid name: {e}")))?;
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(Reply::failure(
-            400,
-            "Invalid name: expected a string of 3 to 80 characters.",
-        )),
-    }
-}
-
-fn check_name(s: &str) -> Result<(), String> {
-    let n = s.chars().count();
-    if (3..=80).contains(&n) {
-        Ok(())
-    } else {
-        Err("must be 3 to 80 characters long.".into())
-    }
-}
-
-fn check_url(s: &str) -> Result<(), String> {
-    if valid_url(s) {
-        Ok(())
-    } else {
-        Err("must be an http or https URL.".into())
-    }
-}
-
-fn check_template(s: &str) -> Result<(), String> {
-    if s.contains(TEMPLATE_PLACEHOLDER) {
-        Ok(())
-    } else {
-        Err(format!("must contain {TEMPLATE_PLACEHOLDER}."))
-    }
-}
-
-fn any_string(_: &str) -> Result<(), String> {
-    Ok(())
 }
 
 /// The session's client, or the answer refusing it (404, then 401, then 403, as Tachi).
@@ -127,37 +116,72 @@ pub async fn list(app: &App, req: &ApiRequest) -> Reply {
 }
 
 /// Creates a client for the session's user; the answer is the only time the
-/// secret is shown.
+/// secret is shown. Checked in Tachi's order (`clients/router.ts`): the
+/// body's shape, then the session, then the cap (administrators are exempt),
+/// then the permissions and the URLs.
 ///
 /// @name POST /api/v1/clients/create
 pub async fn create(app: &App, req: &ApiRequest) -> Reply {
+    let fields = match body::object(req.content_type(), &req.body)
+        .map_err(|e| e.reply())
+        .and_then(|(_, map)| ClientFields::parse(&map, &app.config.oauth.permissions))
+    {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let author = match req.caller.session("You are not authenticated.") {
         Ok(u) => u,
         Err(r) => return r,
     };
-    match build_client(app, req, author) {
-        Ok((client, secret)) => match app
-            .store
-            .insert_client(&client, app.config.oauth.client_cap)
-            .await
-        {
-            Ok(ClientInsert::Inserted) => {
-                telemetry::client_event("created", &client.client_id, &format!("author={author}"));
-                Reply::success(
-                    "Created a new API client.",
-                    views::client(&client, Some(&secret)),
-                )
-            }
-            Ok(ClientInsert::CapReached) => Reply::failure(
-                400,
-                format!(
-                    "You have created too many API clients. The current cap is {}.",
-                    app.config.oauth.client_cap
-                ),
-            ),
-            Err(e) => e.into(),
-        },
-        Err(r) => r,
+    let cap = match client_cap(app, author).await {
+        Ok(cap) => cap,
+        Err(r) => return r,
+    };
+    let (client, secret) = match fields.check().map(|f| f.into_client(author)) {
+        Ok(made) => made,
+        Err(r) => return r,
+    };
+    match app.store.insert_client(&client, cap).await {
+        Ok(ClientInsert::Inserted) => {
+            telemetry::client_event("created", &client.client_id, &format!("author={author}"));
+            Reply::success(
+                "Created a new API client.",
+                views::client(&client, Some(&secret)),
+            )
+        }
+        Ok(ClientInsert::CapReached) => cap_reached(app),
+        Err(e) => e.into(),
+    }
+}
+
+fn cap_reached(app: &App) -> Reply {
+    Reply::failure(
+        400,
+        format!(
+            "You have created too many API clients. The current cap is {}.",
+            app.config.oauth.client_cap
+        ),
+    )
+}
+
+/// How many clients `author` may hold: `oauth.client_cap`, unless they are
+/// a Tachi administrator (asked of the upstream only once the cap is met);
+/// the refusal once they hold that many.
+async fn client_cap(app: &App, author: u64) -> Result<usize, Reply> {
+    let cap = app.config.oauth.client_cap;
+    if app.store.clients_of(author).await?.len() < cap {
+        return Ok(cap);
+    }
+    let admin = app
+        .auth()
+        .named_user(&author.to_string())
+        .await
+        .map_err(|r| r.reply())?
+        .is_some_and(|u| u.admin);
+    if admin {
+        Ok(usize::MAX)
+    } else {
+        Err(cap_reached(app))
     }
 }
 
@@ -171,50 +195,112 @@ const CLIENT_FIELDS: [&str; 6] = [
     "permissions",
 ];
 
-fn build_client(app: &App, req: &ApiRequest, author: u64) -> Result<(ClientRecord, String), Reply> {
-    let (_, map) = body::object(req.content_type(), &req.body).map_err(|e| e.reply())?;
-    new_client(&map, &app.config.oauth.permissions, author)
+/// A new client's fields, of the right shapes; [`ClientFields::check`] then
+/// judges their values.
+pub struct ClientFields {
+    name: String,
+    redirect_uri: Option<String>,
+    webhook_uri: Option<String>,
+    api_key_template: Option<String>,
+    api_key_filename: Option<String>,
+    permissions: Vec<String>,
 }
 
-/// Validates a new client with Tachi's rules (no fields outside
-/// [`CLIENT_FIELDS`]) and makes its ID and secret.
+impl ClientFields {
+    /// The shapes Tachi's validator checks, in its order, and then any
+    /// field it does not know. (`redirectUri`, `webhookUri`,
+    /// `apiKeyTemplate` and `apiKeyFilename` may be left out, meaning null.)
+    pub fn parse(map: &Map<String, Value>, known: &[String]) -> Result<ClientFields, Reply> {
+        let name = match map.get("name") {
+            Some(Value::String(s)) if name_ok(s) => s.clone(),
+            other => return Err(invalid("name", NAME_LENGTH, other.unwrap_or(&Value::Null))),
+        };
+        let uri = |key| optional_string(map, key, "Expected ?string or null.", any_string);
+        let redirect_uri = uri("redirectUri")?.flatten();
+        let webhook_uri = uri("webhookUri")?.flatten();
+        let api_key_template = match map.get("apiKeyTemplate") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) if t.contains(TEMPLATE_PLACEHOLDER) => Some(t.clone()),
+            Some(t @ Value::String(_)) => {
+                return Err(invalid(
+                    "apiKeyTemplate",
+                    "Must contain %%TACHI_KEY%% as part of the template.",
+                    t,
+                ))
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "apiKeyTemplate",
+                    "Expected a string.",
+                    &Value::Null,
+                ))
+            }
+        };
+        let api_key_filename = optional_string(
+            map,
+            "apiKeyFilename",
+            "Expected ?string or null.",
+            any_string,
+        )?
+        .flatten();
+        let permissions = permission_list(map.get("permissions"), known)?;
+        only_fields(map, &CLIENT_FIELDS)?;
+        Ok(ClientFields {
+            name,
+            redirect_uri,
+            webhook_uri,
+            api_key_template,
+            api_key_filename,
+            permissions,
+        })
+    }
+
+    /// The checks Tachi makes once the caller and the cap are known.
+    pub fn check(self) -> Result<ClientFields, Reply> {
+        if self.permissions.is_empty() {
+            return Err(Reply::failure(
+                400,
+                "Invalid permissions -- Need to require atleast one.",
+            ));
+        }
+        if self.redirect_uri.as_deref().is_some_and(|u| !valid_url(u)) {
+            return Err(Reply::failure(400, "Invalid Redirect URL."));
+        }
+        if self.webhook_uri.as_deref().is_some_and(|u| !valid_url(u)) {
+            return Err(Reply::failure(400, "Invalid Webhook URL."));
+        }
+        Ok(self)
+    }
+
+    /// The client, with a new ID and secret.
+    pub fn into_client(self, author: u64) -> (ClientRecord, String) {
+        let secret = new_secret();
+        let client = ClientRecord {
+            client_id: format!("CI{}", random_hex(20)),
+            secret_hash: digest_hex(&secret),
+            name: self.name,
+            author,
+            requested_permissions: self.permissions,
+            redirect_uri: self.redirect_uri,
+            webhook_uri: self.webhook_uri,
+            api_key_template: self.api_key_template,
+            api_key_filename: self.api_key_filename,
+            created_on: now_ms(),
+        };
+        (client, secret)
+    }
+}
+
+/// Validates a new client with Tachi's rules and makes its ID and secret
+/// (for the admin API, which has no session or cap to check in between).
 pub fn new_client(
     map: &Map<String, Value>,
     known: &[String],
     author: u64,
 ) -> Result<(ClientRecord, String), Reply> {
-    only_fields(map, &CLIENT_FIELDS)?;
-    let Some(name) = name_field(map)? else {
-        return Err(Reply::failure(
-            400,
-            "Invalid name: expected a string of 3 to 80 characters.",
-        ));
-    };
-    let redirect_uri = optional_string(map, "redirectUri", check_url)?.flatten();
-    let webhook_uri = optional_string(map, "webhookUri", check_url)?.flatten();
-    let api_key_template = optional_string(map, "apiKeyTemplate", check_template)?.flatten();
-    let api_key_filename = optional_string(map, "apiKeyFilename", any_string)?.flatten();
-    let permissions = permission_list(map.get("permissions"), known)?;
-    if permissions.is_empty() {
-        return Err(Reply::failure(
-            400,
-            "Invalid permissions -- Need to require atleast one.",
-        ));
-    }
-    let secret = new_secret();
-    let client = ClientRecord {
-        client_id: format!("CI{}", random_hex(20)),
-        secret_hash: digest_hex(&secret),
-        name,
-        author,
-        requested_permissions: permissions,
-        redirect_uri,
-        webhook_uri,
-        api_key_template,
-        api_key_filename,
-        created_on: now_ms(),
-    };
-    Ok((client, secret))
+    Ok(ClientFields::parse(map, known)?
+        .check()?
+        .into_client(author))
 }
 
 /// Anyone may look a client up; never with its secret.
@@ -272,13 +358,20 @@ impl ClientPatch {
                 "redirectUri",
             ],
         )?;
+        // Tachi's PATCH schema and words (`clients/router.ts`).
         let name = name_field(&map)?;
+        let template = |t: &str| t.contains(TEMPLATE_PLACEHOLDER);
         Ok(ClientPatch {
             name,
-            api_key_template: optional_string(&map, "apiKeyTemplate", check_template)?,
-            api_key_filename: optional_string(&map, "apiKeyFilename", check_name)?,
-            webhook_uri: optional_string(&map, "webhookUri", check_url)?,
-            redirect_uri: optional_string(&map, "redirectUri", check_url)?,
+            api_key_template: optional_string(
+                &map,
+                "apiKeyTemplate",
+                "Must contain a %%TACHI_KEY%% placeholder.",
+                template,
+            )?,
+            api_key_filename: optional_string(&map, "apiKeyFilename", NAME_LENGTH, name_ok)?,
+            webhook_uri: optional_string(&map, "webhookUri", "Invalid URL.", valid_url)?,
+            redirect_uri: optional_string(&map, "redirectUri", "Invalid URL.", valid_url)?,
         })
     }
 
@@ -359,18 +452,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_must_be_http_or_https() {
+    fn urls_are_http_https_or_a_tachi_native_scheme() {
         assert!(valid_url("https://example.com/cb"));
         assert!(valid_url("http://127.0.0.1:9/x"));
+        // Tachi's misc.test.ts: native apps register tachi-<name>: schemes.
+        assert!(valid_url("tachi-beatoraja:callback"));
+        assert!(valid_url("TACHI-Foo2:cb"));
+        assert!(!valid_url("tachi-:cb"));
+        assert!(!valid_url("tachi-my.app:cb"));
+        assert!(!valid_url("tachi-my-app:cb"));
         assert!(!valid_url("ftp://example.com"));
         assert!(!valid_url("javascript:alert(1)"));
         assert!(!valid_url("not a url"));
+        assert!(!valid_url("example.com"));
     }
 
     #[test]
     fn names_count_characters_not_bytes() {
-        assert!(check_name("ééé").is_ok());
-        assert!(check_name("ab").is_err());
-        assert!(check_name(&"x".repeat(81)).is_err());
+        assert!(name_ok("ééé"));
+        assert!(!name_ok("ab"));
+        assert!(!name_ok(&"x".repeat(81)));
     }
 }

@@ -5,15 +5,24 @@ use serde_json::{Map, Value};
 
 use crate::http::reply::Reply;
 
-/// Refuses any field outside `allowed`, naming the first one.
+/// Refuses any field outside `allowed`, naming them as Tachi's validator does.
 pub fn only_fields(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), Reply> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => {
-            let shown: String = k.chars().take(60).collect();
-            Err(Reply::failure(400, format!("Unexpected field '{shown}'.")))
-        }
-        None => Ok(()),
+    let unexpected: Vec<String> = map
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .take(10)
+        .map(|k| k.chars().take(60).collect())
+        .collect();
+    if unexpected.is_empty() {
+        return Ok(());
     }
+    Err(Reply::failure(
+        400,
+        format!(
+            "[null] Unexpected properties inside object: {}.",
+            unexpected.join(", ")
+        ),
+    ))
 }
 
 /// An array of permission names, each one of `known`, de-duplicated in

@@ -148,7 +148,24 @@ async fn malformed_bodies_get_400_json() {
             .as_bytes(),
     )
     .await;
-    assert_eq!(r.status, 401, "no cookie: not authenticated comes first");
+    // The body is checked before the session, as Tachi's prValidate runs
+    // before its session check (server/src/server/router/api/v1/clients/
+    // router.ts, POST /create).
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["description"],
+        "[name] Expected a string with length between 3 and 80."
+    );
+    let r = post_raw(
+        &gate,
+        "/api/v1/clients/create",
+        "application/json",
+        json!({"name": "Fine", "permissions": ["submit_score"]})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 401, "a good body without a session");
     let r = gate
         .http
         .post(gate.url("/api/v1/clients/create"))

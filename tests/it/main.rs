@@ -19,4 +19,5 @@ mod oauth;
 mod operations;
 mod process;
 mod properties;
+mod tachi_compat;
 mod tls;
