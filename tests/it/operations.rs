@@ -44,43 +44,27 @@ async fn token_endpoint_is_limited_per_ip_after_the_limit_and_not_before() {
 async fn failed_key_checks_and_client_authentications_are_limited() {
     let gate = TestGate::start("[limits]\nfailed_auths = 3").await;
     let (key, id, secret) = gate.issue_key(1, &["submit_score"]).await;
+    let introspect = |secret: &str, token: &str| {
+        let r = gate
+            .http
+            .post(gate.url("/api/v1/oauth/introspect"))
+            .basic_auth(&id, Some(secret))
+            .form(&[("token", token)]);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
     for _ in 0..2 {
         assert_eq!(gate.get_with_key("/x", "guess").await.status(), 401);
     }
     // A failed client authentication counts too.
-    let r = gate
-        .http
-        .post(gate.url("/api/v1/oauth/introspect"))
-        .basic_auth(&id, Some("CSguess"))
-        .form(&[("token", "x")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(introspect("CSguess", "x").await, 401);
     // Further failing attempts from the IP are refused...
     let r = gate.get_with_key("/x", "guess").await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    let r = gate
-        .http
-        .post(gate.url("/api/v1/oauth/introspect"))
-        .basic_auth(&id, Some("CSguess"))
-        .form(&[("token", "x")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 429);
+    assert_eq!(introspect("CSguess", "x").await, 429);
     // ...but good credentials never are: failed guesses cost only the guesser.
     assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
-    let r = gate
-        .http
-        .post(gate.url("/api/v1/oauth/introspect"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("token", key.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(introspect(&secret, &key).await, 200);
     // Requests without credentials are not affected.
     assert_eq!(gate.get("/x").await.status(), 200);
 }
