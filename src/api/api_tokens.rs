@@ -193,7 +193,7 @@ pub async fn find_key(app: &App, token: &str) -> Result<Option<(Digest, Arc<KeyR
 }
 
 /// Creates a key for the user, either with chosen permissions or with the
-/// permissions of a client (one key per client). The key is shown only here.
+/// permissions of a client (see [`create_key`]). The key is shown only here.
 ///
 /// @name POST /api/v1/users/:userID/api-tokens/create
 pub async fn create(app: &App, req: &ApiRequest, user_param: &str) -> Reply {

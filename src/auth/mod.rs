@@ -92,8 +92,11 @@ impl Rejection {
             Rejection::WrongScheme => {
                 Reply::failure(400, "Invalid Authorization Type - Expected Bearer.")
             }
-            Rejection::EmptyToken => Reply::failure(401, "Invalid token.")
-                .header("WWW-Authenticate", format!("Bearer realm=\"{REALM}\"")),
+            // RFC 6750 §3.1: a request missing its token is invalid_request.
+            Rejection::EmptyToken => Reply::failure(401, "Invalid token.").header(
+                "WWW-Authenticate",
+                format!("Bearer realm=\"{REALM}\", error=\"invalid_request\""),
+            ),
             Rejection::UnknownKey => Reply::failure(
                 401,
                 "The provided API token does not correspond with any key in the database.",

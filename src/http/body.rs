@@ -88,10 +88,71 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
         return Ok(Map::new());
     }
     let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+    // A member given twice would leave which one counts to the parser
+    // (RFC 8259 §4): refused, as a parameter given twice is (RFC 6749 §3.2).
+    serde_json::from_str::<NoDuplicates>(text)
+        .map_err(|e| BodyError::InvalidJson(e.to_string()))?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(BodyError::NotAnObject),
         Err(e) => Err(BodyError::InvalidJson(e.to_string())),
+    }
+}
+
+/// A JSON document read only to find an object member given twice.
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NoDuplicates, D::Error> {
+        d.deserialize_any(NoDuplicatesVisitor)
+    }
+}
+
+struct NoDuplicatesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                let shown: String = key.chars().take(60).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "the member \"{shown}\" is given twice"
+                )));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(NoDuplicates)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicates, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
     }
 }
 
@@ -202,5 +263,12 @@ mod tests {
             Err(BodyError::InvalidForm(_))
         ));
         assert_eq!(form_object(b"a=%ff"), Err(BodyError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_member_given_twice_is_refused() {
+        assert!(json_object(br#"{"code": "a", "code": "b"}"#).is_err());
+        assert!(json_object(br#"{"a": {"b": 1, "b": 2}}"#).is_err());
+        assert!(json_object(br#"{"a": [{"b": 1}, {"b": 2}], "c": null}"#).is_ok());
     }
 }

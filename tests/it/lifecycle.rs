@@ -258,7 +258,7 @@ async fn rfc7009_revocation_only_touches_the_callers_keys() {
     let (other_key, other_id, other_secret) = gate.issue_key(2, &["submit_score"]).await;
     let url = gate.url("/api/v1/oauth/revoke");
 
-    // Another client's key: 200, and nothing happens.
+    // Another client's key: refused (RFC 7009 §2.1), and the key stays live.
     let r = gate
         .http
         .post(&url)
@@ -267,7 +267,11 @@ async fn rfc7009_revocation_only_touches_the_callers_keys() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
     assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
     // Unknown keys: 200.
     let r = gate
@@ -295,6 +299,18 @@ async fn rfc7009_revocation_only_touches_the_callers_keys() {
         .http
         .post(&url)
         .form(&[("token", key.as_str()), ("client_id", id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    // A confidential client's ID alone authenticates nobody (RFC 6749 §5.2).
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    // An empty token is a missing one (RFC 7009 §2.1, RFC 6749 §3.2).
+    let r = gate
+        .http
+        .post(&url)
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", "")])
         .send()
         .await
         .unwrap();

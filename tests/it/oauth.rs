@@ -234,7 +234,8 @@ async fn token_status_table_in_tachi_json_style() {
     };
     let cases: Vec<(Value, u16, &str)> = vec![
         (without("code"), 400, "invalid_request"),
-        (without("client_secret"), 400, "invalid_request"),
+        // No client authentication: Tachi's 400, with RFC 6749 §5.2's code.
+        (without("client_secret"), 400, "invalid_client"),
         (with("code", json!(5)), 400, "invalid_request"),
         (
             with("grant_type", json!("client_credentials")),
@@ -308,13 +309,30 @@ async fn token_status_table_in_form_and_basic_style() {
     let (st, h, v) = token_form(&gate, Some(&basic(&s.id, "CSwrong")), &fr).await;
     assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
     assert!(h.contains_key("www-authenticate"));
-    // Body credentials in a form: 401, no Basic challenge.
+    // Body credentials in a form: 401, with a challenge all the same (RFC
+    // 6749 §5.2: every 401 from the token endpoint carries one).
     let mut body_auth = fr.clone();
     body_auth.push(("client_id", s.id.as_str()));
     body_auth.push(("client_secret", "CSwrong"));
     let (st, h, v) = token_form(&gate, None, &body_auth).await;
     assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
-    assert!(!h.contains_key("www-authenticate"));
+    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    // No client authentication at all: invalid_client, 401, challenged.
+    let (st, h, v) = token_form(&gate, None, &fr).await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
+    assert!(h.contains_key("www-authenticate"));
+    // A parameter sent empty counts as missing (RFC 6749 §3.2).
+    let mut empty_code = fr.clone();
+    empty_code[1] = ("code", "");
+    let (st, _, v) = token_form(&gate, Some(&good), &empty_code).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")));
+    let empty_grant = [
+        ("grant_type", ""),
+        ("code", s.code.as_str()),
+        ("redirect_uri", CB),
+    ];
+    let (st, _, v) = token_form(&gate, Some(&good), &empty_grant).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")));
     // Basic and a body secret together.
     let mut both = fr.clone();
     both.push(("client_secret", s.secret.as_str()));

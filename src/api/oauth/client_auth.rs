@@ -20,12 +20,18 @@ pub enum Style {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     InvalidRequest,
+    /// No client authentication at all (RFC 6749 §5.2: `invalid_client`,
+    /// 401); Tachi's JSON style answers its validator's 400.
+    NoClientAuthentication,
     UnsupportedGrantType,
     UnknownClient,
     WrongSecret,
     RedirectMismatch,
     BadCode,
     BadVerifier,
+    /// A client asked to revoke a key another client's grant produced
+    /// (RFC 7009 §2.1: refused, and the client told).
+    NotYours,
 }
 
 impl Failure {
@@ -34,7 +40,10 @@ impl Failure {
         match self {
             Failure::InvalidRequest => "invalid_request",
             Failure::UnsupportedGrantType => "unsupported_grant_type",
-            Failure::UnknownClient | Failure::WrongSecret => "invalid_client",
+            Failure::UnknownClient | Failure::WrongSecret | Failure::NoClientAuthentication => {
+                "invalid_client"
+            }
+            Failure::NotYours => "unauthorized_client",
             Failure::RedirectMismatch | Failure::BadCode | Failure::BadVerifier => "invalid_grant",
         }
     }
@@ -44,7 +53,10 @@ impl Failure {
         match (self, style) {
             (Failure::UnknownClient, Style::Tachi) => 404,
             (Failure::WrongSecret, Style::Tachi) => 403,
-            (Failure::UnknownClient | Failure::WrongSecret, Style::Rfc6749) => 401,
+            (
+                Failure::UnknownClient | Failure::WrongSecret | Failure::NoClientAuthentication,
+                Style::Rfc6749,
+            ) => 401,
             (Failure::BadCode, Style::Tachi) => 404,
             _ => 400,
         }
@@ -96,8 +108,8 @@ pub fn client_credentials(
         ),
         None => match (body_id, body_secret) {
             (Some(id), Some(secret)) => Ok((id.to_string(), secret.to_string())),
-            (None, _) => fail(Failure::InvalidRequest, "client_id is required."),
-            (_, None) => fail(Failure::InvalidRequest, "client_secret is required."),
+            (None, _) => fail(Failure::NoClientAuthentication, "client_id is required."),
+            (_, None) => fail(Failure::NoClientAuthentication, "client_secret is required."),
         },
     }
 }
@@ -128,7 +140,7 @@ impl From<crate::store::StoreError> for Outcome {
 }
 
 /// An error in both vocabularies: Tachi's envelope and RFC 6749 §5.2.
-pub fn error_reply(e: &OAuthError, style: Style, basic: bool) -> Reply {
+pub fn error_reply(e: &OAuthError, style: Style) -> Reply {
     let status = e.failure.status(style);
     let mut reply = Reply::failure(status, e.description.clone())
         .field("error", e.failure.code())
@@ -136,7 +148,9 @@ pub fn error_reply(e: &OAuthError, style: Style, basic: bool) -> Reply {
     if matches!(e.failure, Failure::UnknownClient | Failure::WrongSecret) {
         reply = reply.as_failed_auth();
     }
-    if status == 401 && basic {
+    // Every 401 carries a challenge (RFC 6749 §5.2), however the client
+    // tried to authenticate.
+    if status == 401 {
         reply.header("WWW-Authenticate", "Basic realm=\"tachi\"")
     } else {
         reply
@@ -154,7 +168,7 @@ pub fn uses_basic(req: &ApiRequest) -> bool {
 pub fn require_credentials(req: &ApiRequest, body_id: Option<&str>) -> Result<(), Outcome> {
     if req.authorization().is_none() && body_id.is_none() {
         return Err(refuse(
-            Failure::UnknownClient,
+            Failure::NoClientAuthentication,
             "Client authentication is required.",
         ));
     }
@@ -206,9 +220,9 @@ pub async fn client_and_token(
 }
 
 /// The answer for a failed request in this style, or the store's own failure.
-pub fn outcome_reply(outcome: Outcome, style: Style, basic: bool) -> Reply {
+pub fn outcome_reply(outcome: Outcome, style: Style) -> Reply {
     match outcome {
-        Outcome::Failed(e) => error_reply(&e, style, basic),
+        Outcome::Failed(e) => error_reply(&e, style),
         Outcome::Store(reply) => reply,
     }
 }
@@ -228,6 +242,8 @@ mod tests {
             (RedirectMismatch, 400, 400),
             (BadCode, 404, 400),
             (BadVerifier, 400, 400),
+            (NoClientAuthentication, 400, 401),
+            (NotYours, 400, 400),
         ];
         for (f, tachi, rfc) in rows {
             assert_eq!(f.status(Style::Tachi), tachi, "{f:?}");
@@ -252,11 +268,12 @@ mod tests {
     #[test]
     fn body_credentials_need_both_parts() {
         assert!(client_credentials(None, Some("a"), Some("b")).is_ok());
+        // Half the credentials authenticate nobody: invalid_client (RFC 6749 §5.2).
         assert_eq!(
             client_credentials(None, Some("a"), None)
                 .unwrap_err()
                 .failure,
-            Failure::InvalidRequest
+            Failure::NoClientAuthentication
         );
     }
 }

@@ -7,7 +7,7 @@ use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
 use crate::store::{digest, KeyRecord};
 
-use super::client_auth::{client_and_token, outcome_reply, uses_basic, Style};
+use super::client_auth::{client_and_token, outcome_reply, Style};
 
 /// RFC 7662 §2.2's answer for a live key.
 fn active(key: &KeyRecord) -> Map<String, Value> {
@@ -28,7 +28,6 @@ fn active(key: &KeyRecord) -> Map<String, Value> {
 ///
 /// @name POST /api/v1/oauth/introspect
 pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
-    let basic = uses_basic(req);
     let answer = async {
         let (_, token) = client_and_token(app, req).await?;
         Ok(match app.store.key(&digest(&token)).await? {
@@ -39,6 +38,6 @@ pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
     };
     answer
         .await
-        .unwrap_or_else(|o| outcome_reply(o, Style::Rfc6749, basic))
+        .unwrap_or_else(|o| outcome_reply(o, Style::Rfc6749))
         .header("Cache-Control", "no-store")
 }

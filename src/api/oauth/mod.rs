@@ -11,9 +11,11 @@ pub mod token;
 use serde_json::{Map, Value};
 
 /// A request parameter that must be a string when present (`null` = absent).
+/// An empty string counts as missing, as RFC 6749 §3.2 has it.
 pub fn string_param(params: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(format!("{name} must be a string.")),
     }

@@ -127,7 +127,7 @@ pub async fn token(app: &App, req: &ApiRequest) -> Reply {
         Ok(params) => exchange(app, req, &params).await,
         Err(e) => Err(Outcome::Failed(e)),
     };
-    let reply = outcome.unwrap_or_else(|o| outcome_reply(o, style, basic));
+    let reply = outcome.unwrap_or_else(|o| outcome_reply(o, style));
     reply
         .header("Cache-Control", "no-store")
         .header("Pragma", "no-cache")
@@ -169,7 +169,7 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         return Err(refuse(Failure::BadCode, "This code does not exist."));
     };
     if record.redeemed.is_some() {
-        return Err(replayed(app, &code_hash, &client).await);
+        return Err(replayed(app, &code_hash, &record, &client).await);
     }
     check_code(&record, &client, params.code_verifier.as_deref(), now)?;
     let cap = app.config.oauth.keys_per_user;
@@ -194,8 +194,8 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         // had already seen it so.
         Redeem::Lost => {
             let now_spent = app.store.code(&code_hash).await?;
-            if now_spent.is_some_and(|c| c.redeemed.is_some()) {
-                return Err(replayed(app, &code_hash, &client).await);
+            if let Some(spent) = now_spent.filter(|c| c.redeemed.is_some()) {
+                return Err(replayed(app, &code_hash, &spent, &client).await);
             }
             if app.store.client(&client.client_id).await?.is_none() {
                 return Err(unknown_client());
@@ -207,18 +207,31 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
     Ok(success(&minted.key, &minted.record))
 }
 
-/// A spent code presented again, by any authenticated client: the keys it
-/// produced are revoked (RFC 6749 §4.1.2). A client other than the one that
-/// spent it may be the code's rightful recipient, finding that someone who
-/// intercepted the code exchanged it first; revoking fails safe either way.
-async fn replayed(app: &App, code_hash: &Digest, client: &ClientRecord) -> Outcome {
-    match app.store.revoke_code_keys(code_hash).await {
-        Ok(revoked) => telemetry::keys_revoked(
-            revoked,
-            &format!("client={}", client.client_id),
-            "code replayed",
-        ),
-        Err(e) => return e.into(),
+/// A spent code presented again: the keys it produced are revoked (RFC
+/// 6749 §4.1.2) when the one presenting it is the client the code was bound
+/// to, or any authenticated client for a code bound to none (whose first
+/// spender may have intercepted it). Anyone else learns only that the code
+/// is used: letting them revoke would let one client cut off another's
+/// users.
+async fn replayed(
+    app: &App,
+    code_hash: &Digest,
+    code: &CodeRecord,
+    client: &ClientRecord,
+) -> Outcome {
+    let entitled = code
+        .client_id
+        .as_ref()
+        .is_none_or(|bound| *bound == client.client_id);
+    if entitled {
+        match app.store.revoke_code_keys(code_hash).await {
+            Ok(revoked) => telemetry::keys_revoked(
+                revoked,
+                &format!("client={}", client.client_id),
+                "code replayed",
+            ),
+            Err(e) => return e.into(),
+        }
     }
     refuse(Failure::BadCode, "This code has already been used.")
 }
