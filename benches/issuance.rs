@@ -73,6 +73,7 @@ fn client() -> ClientRecord {
         api_key_template: None,
         api_key_filename: None,
         created_on: 0,
+        public: false,
     }
 }
 
@@ -85,6 +86,7 @@ fn bench_code() -> CodeRecord {
         client_id: None,
         challenge: None,
         redeemed: None,
+        authorization: None,
     }
 }
 

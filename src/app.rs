@@ -17,6 +17,9 @@ pub struct App {
     pub sessions: Sessions,
     pub upstreams: Upstreams,
     pub limits: Limits,
+    /// Signs the authorization endpoint's consent forms; new at each start,
+    /// so a form outlives neither its ten minutes nor the process.
+    pub consent_key: [u8; 32],
 }
 
 impl App {
@@ -31,6 +34,7 @@ impl App {
             )?,
             upstreams,
             limits: Limits::new(config.limits.clone()),
+            consent_key: rand::random(),
             config,
             store,
         })

@@ -186,13 +186,14 @@ async fn client_cap(app: &App, author: u64) -> Result<usize, Reply> {
 }
 
 /// The fields a new client is made from.
-const CLIENT_FIELDS: [&str; 6] = [
+const CLIENT_FIELDS: [&str; 7] = [
     "name",
     "redirectUri",
     "webhookUri",
     "apiKeyTemplate",
     "apiKeyFilename",
     "permissions",
+    "public",
 ];
 
 /// A new client's fields, of the right shapes; [`ClientFields::check`] then
@@ -204,6 +205,7 @@ pub struct ClientFields {
     api_key_template: Option<String>,
     api_key_filename: Option<String>,
     permissions: Vec<String>,
+    public: bool,
 }
 
 impl ClientFields {
@@ -244,6 +246,12 @@ impl ClientFields {
         )?
         .flatten();
         let permissions = permission_list(map.get("permissions"), known)?;
+        // The gate's own field: a public client (no secret, PKCE with S256).
+        let public = match map.get("public") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(other) => return Err(invalid("public", "Expected a boolean.", other)),
+        };
         only_fields(map, &CLIENT_FIELDS)?;
         Ok(ClientFields {
             name,
@@ -252,6 +260,7 @@ impl ClientFields {
             api_key_template,
             api_key_filename,
             permissions,
+            public,
         })
     }
 
@@ -272,12 +281,21 @@ impl ClientFields {
         Ok(self)
     }
 
-    /// The client, with a new ID and secret.
+    /// The client, with a new ID and secret (none for a public client: its
+    /// stored hash matches no secret).
     pub fn into_client(self, author: u64) -> (ClientRecord, String) {
-        let secret = new_secret();
+        let secret = if self.public {
+            String::new()
+        } else {
+            new_secret()
+        };
         let client = ClientRecord {
             client_id: format!("CI{}", random_hex(20)),
-            secret_hash: digest_hex(&secret),
+            secret_hash: if self.public {
+                String::new()
+            } else {
+                digest_hex(&secret)
+            },
             name: self.name,
             author,
             requested_permissions: self.permissions,
@@ -286,6 +304,7 @@ impl ClientFields {
             api_key_template: self.api_key_template,
             api_key_filename: self.api_key_filename,
             created_on: now_ms(),
+            public: self.public,
         };
         (client, secret)
     }
@@ -406,8 +425,12 @@ impl ClientPatch {
 ///
 /// @name POST /api/v1/clients/:clientID/reset-secret
 pub async fn reset_secret(app: &App, req: &ApiRequest, id: &str) -> Reply {
-    if let Err(r) = owned_client(app, req, id).await {
-        return r;
+    match owned_client(app, req, id).await {
+        Ok(client) if client.public => {
+            return Reply::failure(400, "This client is public: it has no secret to reset.")
+        }
+        Ok(_) => {}
+        Err(r) => return r,
     }
     let secret = new_secret();
     let hash = digest_hex(&secret);

@@ -3,7 +3,7 @@
 
 use http::Method;
 
-use crate::api::oauth::{create_code, introspect, metadata, revoke, token};
+use crate::api::oauth::{authorize, create_code, introspect, metadata, revoke, token};
 use crate::api::{api_tokens, clients};
 use crate::app::App;
 use crate::auth::same_site::{self, Origins};
@@ -16,11 +16,15 @@ use crate::http::request::ApiRequest;
 /// One of the gate's own routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    Authorize,
     CreateCode,
     Token,
     Revoke,
     Introspect,
     Metadata,
+    /// The metadata at the issuer's path (RFC 8414 §3.1), e.g. `tachi` for
+    /// an issuer `https://x.example/tachi`.
+    MetadataAt(String),
     Clients,
     CreateClient,
     Client(String),
@@ -60,11 +64,15 @@ pub fn own_route(path: &str) -> Option<Route> {
     if n == 2 && is(0, ".well-known") && is(1, "oauth-authorization-server") {
         return Some(Route::Metadata);
     }
+    if n > 2 && is(0, ".well-known") && is(1, "oauth-authorization-server") {
+        return Some(Route::MetadataAt(segs[2..n].join("/")));
+    }
     if !(is(0, "api") && is(1, "v1")) {
         return None;
     }
     match n {
         4 if is(2, "oauth") => match segs[3].to_ascii_lowercase().as_str() {
+            "authorize" => Some(Route::Authorize),
             "create-code" => Some(Route::CreateCode),
             "token" => Some(Route::Token),
             "revoke" => Some(Route::Revoke),
@@ -96,7 +104,8 @@ impl Route {
             | Route::CreateClient
             | Route::ResetSecret(_)
             | Route::CreateKey(_) => "POST",
-            Route::Clients | Route::Metadata | Route::Keys(_) => "GET, HEAD",
+            Route::Clients | Route::Metadata | Route::MetadataAt(_) | Route::Keys(_) => "GET, HEAD",
+            Route::Authorize => "GET, HEAD, POST",
             Route::Key(..) => "DELETE",
             Route::Client(_) => "GET, HEAD, PATCH, DELETE",
         }
@@ -105,11 +114,13 @@ impl Route {
     /// The route class for metrics and logs.
     pub fn class(&self) -> &'static str {
         match self {
-            Route::CreateCode
+            Route::Authorize
+            | Route::CreateCode
             | Route::Token
             | Route::Revoke
             | Route::Introspect
-            | Route::Metadata => "oauth",
+            | Route::Metadata
+            | Route::MetadataAt(_) => "oauth",
             Route::Clients | Route::CreateClient | Route::Client(_) | Route::ResetSecret(_) => {
                 "clients"
             }
@@ -122,7 +133,11 @@ impl Route {
     pub fn is_for_sessions(&self) -> bool {
         !matches!(
             self,
-            Route::Token | Route::Revoke | Route::Introspect | Route::Metadata
+            Route::Token
+                | Route::Revoke
+                | Route::Introspect
+                | Route::Metadata
+                | Route::MetadataAt(_)
         )
     }
 
@@ -153,7 +168,13 @@ pub async fn serve(app: &App, route: &Route, mut req: ApiRequest) -> Reply {
             own: own.as_deref(),
             trusted: &app.config.trusted_origins,
         };
-        if let Err(refusal) = same_site::check(&req, origins) {
+        // The consent page's form is form-encoded: its answer is guarded by
+        // the token it carries, and by its Origin like every other.
+        let checked = match route {
+            Route::Authorize => same_site::check_origin(&req, origins),
+            _ => same_site::check(&req, origins),
+        };
+        if let Err(refusal) = checked {
             return refusal;
         }
         req.caller = match app.auth().caller(&req.headers).await {
@@ -167,11 +188,13 @@ pub async fn serve(app: &App, route: &Route, mut req: ApiRequest) -> Reply {
     }
     let req = &req;
     match (route, &req.method) {
+        (Route::Authorize, _) => authorize::authorize(app, req).await,
         (Route::CreateCode, _) => create_code::create_code(app, req).await,
         (Route::Token, _) => token::token(app, req).await,
         (Route::Revoke, _) => revoke::revoke(app, req).await,
         (Route::Introspect, _) => introspect::introspect(app, req).await,
         (Route::Metadata, _) => metadata::metadata(app, req).await,
+        (Route::MetadataAt(path), _) => metadata::metadata_at(app, req, path).await,
         (Route::Clients, _) => clients::list(app, req).await,
         (Route::CreateClient, _) => clients::create(app, req).await,
         (Route::Client(id), &Method::GET) => clients::get(app, id).await,

@@ -6,7 +6,9 @@ use serde_json::{json, Map, Value};
 use crate::http::reply::Reply;
 use crate::store::{ClientRecord, KeyRecord};
 
-/// A client as Tachi shows it; `secret` only when freshly made.
+/// A client as Tachi shows it; `secret` only when freshly made (a public
+/// client has none: `clientSecret` is then null). `public` is the gate's
+/// own field.
 pub fn client(c: &ClientRecord, secret: Option<&str>) -> Value {
     let mut v = json!({
         "clientID": c.client_id,
@@ -17,9 +19,14 @@ pub fn client(c: &ClientRecord, secret: Option<&str>) -> Value {
         "webhookUri": c.webhook_uri,
         "apiKeyTemplate": c.api_key_template,
         "apiKeyFilename": c.api_key_filename,
+        "public": c.public,
     });
     if let (Some(s), Some(obj)) = (secret, v.as_object_mut()) {
-        obj.insert("clientSecret".into(), Value::String(s.to_string()));
+        let shown = match c.public {
+            true => Value::Null,
+            false => Value::String(s.to_string()),
+        };
+        obj.insert("clientSecret".into(), shown);
     }
     v
 }

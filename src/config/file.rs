@@ -117,6 +117,7 @@ pub(super) struct FileOAuth {
     pub(super) require_client_binding: Option<bool>,
     pub(super) codes_per_user: Option<usize>,
     pub(super) keys_per_user: Option<usize>,
+    pub(super) login_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

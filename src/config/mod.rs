@@ -115,6 +115,9 @@ pub struct OAuthConfig {
     pub codes_per_user: usize,
     /// Keys a user may hold; creating one more is refused.
     pub keys_per_user: usize,
+    /// Where the authorization endpoint sends a visitor without a Tachi
+    /// session to log in (Tachi's front-end login page by default).
+    pub login_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -407,6 +407,7 @@ fn oauth(file: FileOAuth) -> Result<OAuthConfig, ConfigError> {
         require_client_binding: file.require_client_binding.unwrap_or(false),
         codes_per_user,
         keys_per_user,
+        login_url: file.login_url.unwrap_or_else(|| "/login".to_string()),
     })
 }
 

@@ -12,7 +12,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::body::{BodyError, MAX_BODY_BYTES};
-use super::reply::{Reply, JSON_CONTENT_TYPE};
+use super::reply::Reply;
 
 /// The peer's IP address, when it came over TCP (an IPv4-mapped IPv6
 /// address as IPv4). Behind trusted proxies the client is someone else:
@@ -39,7 +39,7 @@ pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
     write_body(
         session,
         reply.status,
-        JSON_CONTENT_TYPE,
+        reply.content_type(),
         body,
         &reply.headers,
     )

@@ -5,8 +5,11 @@
 
 use serde_json::{Map, Value};
 
-/// The Content-Type of every answer the gate gives itself.
+/// The Content-Type of every answer the gate gives itself but its pages.
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// The Content-Type of the authorization endpoint's pages.
+pub const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 
 /// A complete answer: status, JSON envelope and extra headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +21,9 @@ pub struct Reply {
     /// client secret, an introspected key that does not exist): such answers
     /// count towards the per-IP failed-authentication limit.
     pub failed_auth: bool,
+    /// A page instead of the JSON envelope: its Content-Type and content
+    /// (the authorization endpoint's pages, and its redirects' empty ones).
+    pub page: Option<(&'static str, String)>,
 }
 
 impl Reply {
@@ -32,6 +38,7 @@ impl Reply {
             envelope,
             headers: Vec::new(),
             failed_auth: false,
+            page: None,
         }
     }
 
@@ -45,6 +52,7 @@ impl Reply {
             envelope,
             headers: Vec::new(),
             failed_auth: false,
+            page: None,
         }
     }
 
@@ -61,7 +69,22 @@ impl Reply {
             envelope,
             headers: Vec::new(),
             failed_auth: false,
+            page: None,
         }
+    }
+
+    /// An HTML page.
+    pub fn html(status: u16, page: String) -> Reply {
+        let mut reply = Reply::plain(status, Value::Null);
+        reply.page = Some((HTML_CONTENT_TYPE, page));
+        reply
+    }
+
+    /// A redirect with no content (`303 See Other` after a form).
+    pub fn redirect(status: u16, location: String) -> Reply {
+        let mut reply = Reply::plain(status, Value::Null).header("Location", location);
+        reply.page = Some(("", String::new()));
+        reply
     }
 
     /// Adds a top-level field beside the envelope's own (RFC 6749 fields, say).
@@ -90,8 +113,16 @@ impl Reply {
             .unwrap_or("")
     }
 
+    /// The Content-Type of [`Reply::body_bytes`].
+    pub fn content_type(&self) -> &'static str {
+        self.page.as_ref().map_or(JSON_CONTENT_TYPE, |(t, _)| t)
+    }
+
     /// The serialised body.
     pub fn body_bytes(&self) -> Vec<u8> {
+        if let Some((_, page)) = &self.page {
+            return page.clone().into_bytes();
+        }
         // A map of JSON values always serialises.
         serde_json::to_vec(&self.envelope).unwrap_or_else(|_| b"{}".to_vec())
     }

@@ -241,6 +241,7 @@ pub fn clients(text: &str, known: &[String]) -> Result<Vec<ClientRecord>, Import
             api_key_template: d.optional_string("apiKeyTemplate")?,
             api_key_filename: d.optional_string("apiKeyFilename")?,
             created_on: d.created_on(),
+            public: false,
         })
     })
 }

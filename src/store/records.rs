@@ -17,6 +17,11 @@ pub struct ClientRecord {
     pub api_key_template: Option<String>,
     pub api_key_filename: Option<String>,
     pub created_on: u64,
+    /// A public client (a native app or score hook, RFC 8252): it has no
+    /// secret, authenticates at the token endpoint by its ID alone, and must
+    /// use PKCE with S256. Not in Tachi's documents.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// How a PKCE challenge was derived from its verifier (RFC 7636 §4.2).
@@ -54,6 +59,20 @@ pub struct CodeRecord {
     pub client_id: Option<String>,
     pub challenge: Option<Challenge>,
     pub redeemed: Option<Redemption>,
+    /// Set for a code from the standard authorization endpoint: what its
+    /// request asked for and the user granted.
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+}
+
+/// What a standard authorization request (RFC 6749 §4.1.1) carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// The `redirect_uri` the request sent, if it sent one: the token
+    /// request must then send the same (§4.1.3).
+    pub redirect_uri: Option<String>,
+    /// The permissions granted: a subset of the client's.
+    pub scope: Vec<String>,
 }
 
 impl CodeRecord {

@@ -929,6 +929,7 @@ mod tests {
             api_key_template: None,
             api_key_filename: None,
             created_on: 1,
+            public: false,
         }
     }
 
@@ -941,6 +942,7 @@ mod tests {
             client_id: client_id.map(String::from),
             challenge: None,
             redeemed: None,
+            authorization: None,
         }
     }
 

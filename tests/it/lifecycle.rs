@@ -420,10 +420,18 @@ async fn rfc8414_metadata_from_host_or_public_url() {
     );
     assert_eq!(v["grant_types_supported"], json!(["authorization_code"]));
     assert_eq!(v["response_types_supported"], json!(["code"]));
+    // Public clients authenticate by their ID alone ("none"); the standard
+    // authorization endpoint answers in the query, with `iss` (RFC 9207).
     assert_eq!(
         v["token_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!(["client_secret_basic", "client_secret_post", "none"])
     );
+    assert_eq!(
+        v["authorization_endpoint"],
+        format!("{issuer}/api/v1/oauth/authorize")
+    );
+    assert_eq!(v["response_modes_supported"], json!(["query"]));
+    assert_eq!(v["authorization_response_iss_parameter_supported"], true);
     assert_eq!(
         v["code_challenge_methods_supported"],
         json!(["S256", "plain"])
@@ -454,4 +462,19 @@ async fn rfc8414_metadata_from_host_or_public_url() {
     )
     .await;
     assert_eq!(st, 405);
+    // An issuer with a path also has its path-suffixed well-known URL
+    // (RFC 8414 §3.1); other suffixes are not found.
+    let gate = TestGate::start("[server]\npublic_url = \"https://x.example/tachi\"").await;
+    let suffixed = "/.well-known/oauth-authorization-server/tachi";
+    let (st, v) = send(gate.http.get(gate.url(suffixed))).await;
+    assert_eq!(
+        (st, v["issuer"].as_str()),
+        (200, Some("https://x.example/tachi"))
+    );
+    let (st, _) = send(
+        gate.http
+            .get(gate.url("/.well-known/oauth-authorization-server/other")),
+    )
+    .await;
+    assert_eq!(st, 404);
 }

@@ -189,10 +189,30 @@ pub async fn authenticate(
     body_id: Option<&str>,
     body_secret: Option<&str>,
 ) -> Result<ClientRecord, Outcome> {
+    // A public client names itself by its ID alone (RFC 6749 §2.3, RFC
+    // 8252 §8.4): it has no secret to send.
+    if let (None, Some(id), None) = (req.authorization(), body_id, body_secret) {
+        let Some(client) = app.store.client(id).await? else {
+            return Err(unknown_client());
+        };
+        if client.public {
+            return Ok(client);
+        }
+        return Err(refuse(
+            Failure::NoClientAuthentication,
+            "client_secret is required.",
+        ));
+    }
     let (client_id, secret) = client_credentials(req.authorization(), body_id, body_secret)?;
     let Some(client) = app.store.client(&client_id).await? else {
         return Err(unknown_client());
     };
+    if client.public {
+        return Err(refuse(
+            Failure::WrongSecret,
+            "This client is public: it has no secret; send its client_id alone.",
+        ));
+    }
     let stored = digest_from_hex(&client.secret_hash);
     if !stored.is_some_and(|h| digests_match(&h, &digest(&secret))) {
         return Err(refuse(Failure::WrongSecret, "Invalid secret."));

@@ -50,6 +50,17 @@ pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
     };
     if let Some(id) = &client_id {
         match app.store.client(id).await {
+            Ok(Some(client)) if client.public => {
+                let s256 = challenge
+                    .as_ref()
+                    .is_some_and(|c| c.method == crate::store::PkceMethod::S256);
+                if !s256 {
+                    return Reply::failure(
+                        400,
+                        "A code for a public client needs a code_challenge with code_challenge_method S256.",
+                    );
+                }
+            }
             Ok(Some(_)) => {}
             Ok(None) => return Reply::failure(404, NO_SUCH_CLIENT),
             Err(e) => return e.into(),
@@ -65,6 +76,7 @@ pub async fn create_code(app: &App, req: &ApiRequest) -> Reply {
         client_id,
         challenge,
         redeemed: None,
+        authorization: None,
     };
     let keep = app.config.oauth.codes_per_user;
     match app.store.insert_code(&digest(&code), &record, keep).await {

@@ -7,7 +7,7 @@ use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
 
 /// The issuer: `server.public_url`, else the request's scheme and Host.
-fn issuer(app: &App, req: &ApiRequest) -> String {
+pub fn issuer(app: &App, req: &ApiRequest) -> String {
     if let Some(url) = &app.config.public_url {
         return url.clone();
     }
@@ -40,14 +40,16 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
     let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
     let body = json!({
         "issuer": issuer,
-        // Where Tachi's front-end asks the user to authorise a client.
-        "authorization_endpoint": format!("{issuer}/oauth/request-auth"),
+        "authorization_endpoint": format!("{issuer}/api/v1/oauth/authorize"),
+        "response_modes_supported": ["query"],
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint": format!("{issuer}/api/v1/oauth/token"),
         "revocation_endpoint": format!("{issuer}/api/v1/oauth/revoke"),
         "introspection_endpoint": format!("{issuer}/api/v1/oauth/introspect"),
         "grant_types_supported": ["authorization_code"],
         "response_types_supported": ["code"],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        // Public clients (native apps) authenticate by their ID alone.
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256", "plain"],
@@ -62,4 +64,22 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
     reply
         .header("Cache-Control", "no-store")
         .header("Vary", "Host")
+}
+
+/// The metadata at the path-suffixed well-known URL of an issuer with a
+/// path (RFC 8414 §3.1); 404 for any other path.
+///
+/// @name GET /.well-known/oauth-authorization-server/*
+pub async fn metadata_at(app: &App, req: &ApiRequest, path: &str) -> Reply {
+    let issuer_path = app
+        .config
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| u.path().trim_matches('/').to_string())
+        .filter(|p| !p.is_empty());
+    match issuer_path {
+        Some(p) if p == path.trim_matches('/') => metadata(app, req).await,
+        _ => Reply::failure(404, "No such metadata: the issuer has no such path."),
+    }
 }

@@ -1,6 +1,8 @@
 //! Tachi's OAuth2 routes (docs/http-api.md), served by the gate from its own store.
 
+pub mod authorize;
 pub mod client_auth;
+pub mod consent_page;
 pub mod create_code;
 pub mod introspect;
 pub mod metadata;

@@ -79,6 +79,42 @@ fn parse_request(req: &ApiRequest, basic: bool) -> (Style, Result<TokenParams, O
     (style, params)
 }
 
+/// The `redirect_uri` rule. A code from the standard authorization endpoint
+/// whose request sent a `redirect_uri` needs the same one here (RFC 6749
+/// §4.1.3: missing is `invalid_request`); one whose request sent none may
+/// leave it out. Any other code follows Tachi: the client's registered URI,
+/// exactly. Checked before the code is known to exist, as Tachi checks it.
+fn check_redirect(
+    params: &TokenParams,
+    client: &ClientRecord,
+    code: Option<&CodeRecord>,
+) -> Result<(), OAuthError> {
+    let expected = match code.and_then(|c| c.authorization.as_ref()) {
+        Some(granted) => match (&granted.redirect_uri, &params.redirect_uri) {
+            (Some(_), None) => {
+                return fail(
+                    Failure::InvalidRequest,
+                    "redirect_uri is required: the authorization request sent one.",
+                )
+            }
+            (Some(sent), Some(_)) => Some(sent),
+            (None, None) => return Ok(()),
+            (None, Some(_)) => client.redirect_uri.as_ref(),
+        },
+        None => client.redirect_uri.as_ref(),
+    };
+    if params.redirect_uri.as_ref() != expected {
+        return fail(
+            Failure::RedirectMismatch,
+            format!(
+                "This redirect_uri does not match with your registered client redirect_uri {}.",
+                client.redirect_uri.as_deref().unwrap_or("(none)")
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Checks everything about a code except whether it is still unspent in the store.
 fn check_code(
     code: &CodeRecord,
@@ -95,6 +131,13 @@ fn check_code(
         .is_some_and(|c| *c != client.client_id)
     {
         return fail(Failure::BadCode, "This code was issued for another client.");
+    }
+    // A public client proves nothing but PKCE: its codes always carry a challenge.
+    if client.public && code.challenge.is_none() {
+        return fail(
+            Failure::BadVerifier,
+            "A public client's code must carry a PKCE challenge.",
+        );
     }
     match (&code.challenge, verifier) {
         (None, None) => Ok(()),
@@ -153,19 +196,11 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         params.client_secret.as_deref(),
     )
     .await?;
-    if params.redirect_uri != client.redirect_uri {
-        return Err(refuse(
-            Failure::RedirectMismatch,
-            format!(
-                "This redirect_uri does not match with your registered client redirect_uri {}.",
-                client.redirect_uri.as_deref().unwrap_or("(none)")
-            ),
-        ));
-    }
-
     let code_hash = digest(code);
     let now = now_ms();
-    let Some(record) = app.store.code(&code_hash).await? else {
+    let record = app.store.code(&code_hash).await?;
+    check_redirect(params, &client, record.as_ref())?;
+    let Some(record) = record else {
         return Err(refuse(Failure::BadCode, "This code does not exist."));
     };
     if record.redeemed.is_some() {
@@ -180,9 +215,20 @@ async fn exchange(app: &App, req: &ApiRequest, params: &TokenParams) -> Result<R
         ));
     }
 
-    // Named as Tachi's token route names it (`oauth/router.ts`).
+    // Named as Tachi's token route names it (`oauth/router.ts`), with the
+    // permissions the user granted when the code came from the standard
+    // authorization endpoint (a subset of the client's).
     let identifier = format!("{} Token", client.name);
-    let minted = KeyRecord::mint_for_client(record.user_id, &client, identifier, now);
+    let minted = match &record.authorization {
+        Some(granted) => KeyRecord::mint(
+            record.user_id,
+            identifier,
+            &granted.scope,
+            Some(client.client_id.clone()),
+            now,
+        ),
+        None => KeyRecord::mint_for_client(record.user_id, &client, identifier, now),
+    };
     match app
         .store
         .redeem_code(&code_hash, &minted.digest, &minted.record, now)
@@ -265,6 +311,7 @@ mod tests {
             client_id: None,
             challenge: None,
             redeemed: None,
+            authorization: None,
         };
         let client = ClientRecord {
             client_id: "CI1".into(),
@@ -277,6 +324,7 @@ mod tests {
             api_key_template: None,
             api_key_filename: None,
             created_on: 0,
+            public: false,
         };
         assert!(check_code(&code, &client, None, 5).is_ok());
         assert_eq!(
