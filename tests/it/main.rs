@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod authorize;
 mod bad_input;
 mod clients;
 mod concurrency;
