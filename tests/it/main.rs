@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod authorize;
 mod bad_input;
+mod browser;
 mod clients;
 mod concurrency;
 mod crash;

@@ -175,6 +175,16 @@ async fn answer(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let path = parts.uri.path();
+    // Gives a browser a session cookie, as Tachi's login would.
+    if path == "/test/set-cookie" {
+        let mut resp = json_response(200, json!({"cookie": "set"}));
+        if let Some(cookie) = parts.uri.query() {
+            let cookie = percent_encoding::percent_decode_str(cookie).decode_utf8_lossy();
+            resp.headers_mut()
+                .insert("set-cookie", format!("{cookie}; Path=/").parse().unwrap());
+        }
+        return Ok(resp);
+    }
     if let Some(param) = path.strip_prefix("/api/v1/users/") {
         if parts.method == hyper::Method::GET && !param.contains('/') {
             let param = percent_encoding::percent_decode_str(param).decode_utf8_lossy();
