@@ -567,6 +567,87 @@ async fn replay_by_another_client_revokes_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_code_replayed_by_another_client_revokes_nothing() {
+    // Letting any client revoke through another's bound code would let it
+    // cut off that client's users: only the bound client's replay revokes.
+    let gate = TestGate::start("").await;
+    let s = setup(&gate, json!({})).await;
+    let cookie = gate.session(1);
+    let bound = gate.create_code(&cookie, json!({"clientID": s.id})).await;
+    let (st, v) = gate
+        .token_json(json!({"client_id": s.id, "client_secret": s.secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": bound}))
+        .await;
+    assert_eq!(st, 200);
+    let key = v["body"]["token"].as_str().unwrap().to_string();
+    let other = gate.session(8);
+    let (b, b_secret) = gate.create_client(&other, CB, &["submit_score"]).await;
+    let (st, _) = gate
+        .token_json(json!({"client_id": b, "client_secret": b_secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": bound}))
+        .await;
+    assert_eq!(st, 404);
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 200);
+    // The bound client's own replay does revoke it.
+    let (st, _) = gate
+        .token_json(json!({"client_id": s.id, "client_secret": s.secret, "grant_type": "authorization_code", "redirect_uri": CB, "code": bound}))
+        .await;
+    assert_eq!(st, 404);
+    assert_eq!(gate.get_with_key("/x", &key).await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_at_the_token_endpoint_empty_bearer_and_repeated_members() {
+    let gate = TestGate::start("").await;
+    let s = setup(&gate, json!({})).await;
+    // A Bearer header authenticates no client: 401, challenged (RFC 6749 §5.2).
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/token"))
+        .bearer_auth("whatever")
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", s.code.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    // An empty Bearer token is a malformed request (RFC 6750 §3.1).
+    let r = raw_request(
+        gate.addr,
+        b"GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some("Bearer realm=\"tachi\", error=\"invalid_request\"")
+    );
+    // A JSON member given twice: which one counts would be a guess.
+    let body = format!(
+        r#"{{"client_id": "{}", "client_secret": "{}", "grant_type": "authorization_code", "redirect_uri": "{CB}", "code": "x", "code": "{}"}}"#,
+        s.id, s.secret, s.code
+    );
+    let r = gate
+        .http
+        .post(gate.url("/api/v1/oauth/token"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request");
+    // Neither spent the code.
+    let (st, _) = gate.token_json(exchange_json(&s)).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_oauth2_client_library_exchanges_codes() {
     use oauth2::basic::BasicClient;
     use oauth2::{
