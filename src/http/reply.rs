@@ -29,31 +29,20 @@ pub struct Reply {
 impl Reply {
     /// `success: true` with a body.
     pub fn success(description: impl Into<String>, body: Value) -> Reply {
-        let mut envelope = Map::new();
-        envelope.insert("success".into(), Value::Bool(true));
-        envelope.insert("description".into(), Value::String(description.into()));
-        envelope.insert("body".into(), body);
-        Reply {
-            status: 200,
-            envelope,
-            headers: Vec::new(),
-            failed_auth: false,
-            page: None,
-        }
+        let description = Value::String(description.into());
+        Reply::plain(
+            200,
+            serde_json::json!({"success": true, "description": description, "body": body}),
+        )
     }
 
     /// `success: false` with the given status.
     pub fn failure(status: u16, description: impl Into<String>) -> Reply {
-        let mut envelope = Map::new();
-        envelope.insert("success".into(), Value::Bool(false));
-        envelope.insert("description".into(), Value::String(description.into()));
-        Reply {
+        let description = Value::String(description.into());
+        Reply::plain(
             status,
-            envelope,
-            headers: Vec::new(),
-            failed_auth: false,
-            page: None,
-        }
+            serde_json::json!({"success": false, "description": description}),
+        )
     }
 
     /// A plain JSON object outside Tachi's envelope, for the RFC endpoints
