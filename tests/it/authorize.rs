@@ -260,6 +260,7 @@ async fn a_denial_and_every_error_reach_the_right_party() {
             "response_type=token".to_string(),
             "unsupported_response_type",
         ),
+        ("scope=submit_score".to_string(), "invalid_request"),
         (
             "response_type=code&scope=delete_score".to_string(),
             "invalid_scope",
@@ -292,6 +293,11 @@ async fn a_denial_and_every_error_reach_the_right_party() {
     for url in [
         format!("{base}?response_type=code&client_id=CInope"),
         format!("{base}?response_type=code"),
+        // A parameter given twice (RFC 6749 §3.1): which client is meant?
+        format!(
+            "{base}?response_type=code&client_id={}&client_id=CInope",
+            client.id
+        ),
         with("&redirect_uri=https%3A%2F%2Fevil.example%2Fcb"),
     ] {
         let r = browserish()

@@ -43,7 +43,7 @@ pub struct AuthzRequest {
     /// Whether the request sent `redirect_uri` (the token request must then too).
     pub sent_redirect: bool,
     pub state: Option<String>,
-    /// The permissions asked for: a subset of the client's, in its order.
+    /// The permissions asked for: a subset of the client's, in the request's order.
     pub scope: Vec<String>,
     pub challenge: Option<Challenge>,
 }
@@ -95,11 +95,20 @@ async fn check(
     let back = Some((redirect_uri.clone(), state.clone()));
     let to_client =
         |error, description: String| (Refusal::ToClient(error, description), back.clone());
-    if get("response_type").as_deref() != Some("code") {
-        return Err(to_client(
-            "unsupported_response_type",
-            "Only response_type=code is supported.".into(),
-        ));
+    match get("response_type").as_deref() {
+        Some("code") => {}
+        None => {
+            return Err(to_client(
+                "invalid_request",
+                "response_type is required.".into(),
+            ))
+        }
+        Some(_) => {
+            return Err(to_client(
+                "unsupported_response_type",
+                "Only response_type=code is supported.".into(),
+            ))
+        }
     }
     let scope = match get("scope") {
         None => client.requested_permissions.clone(),
@@ -244,12 +253,15 @@ fn token_holds(app: &App, session: &str, user: u64, request: &AuthzRequest, toke
     subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), token.as_bytes()).into()
 }
 
-/// The request's parameters: the query for `GET`, the form for `POST`.
+/// The request's parameters: the query for `GET`, the form for `POST`. A
+/// parameter given twice is refused (RFC 6749 §3.1), on a page: which one
+/// counts, the client or its redirect URI included, would be a guess.
 fn parameters(req: &ApiRequest) -> Result<Map<String, Value>, Reply> {
-    if req.method == http::Method::POST {
-        return body::form_object(&req.body).map_err(|e| consent_page::error(400, &e.describe()));
-    }
-    Ok(body::query_object(req.query.as_deref()))
+    let encoded = match req.method {
+        http::Method::POST => &req.body[..],
+        _ => req.query.as_deref().unwrap_or("").as_bytes(),
+    };
+    body::form_object(encoded).map_err(|e| consent_page::error(400, &e.describe()))
 }
 
 /// Shows the consent page (or asks the user to log in) for a valid request.

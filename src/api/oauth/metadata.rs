@@ -37,7 +37,8 @@ pub fn issuer(app: &App, req: &ApiRequest) -> String {
 /// @name GET /.well-known/oauth-authorization-server
 pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
     let issuer = issuer(app, req);
-    let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
+    // Public clients (native apps) authenticate by their ID alone: "none".
+    let auth_methods = json!(["client_secret_basic", "client_secret_post", "none"]);
     let body = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/api/v1/oauth/authorize"),
@@ -48,8 +49,7 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
         "introspection_endpoint": format!("{issuer}/api/v1/oauth/introspect"),
         "grant_types_supported": ["authorization_code"],
         "response_types_supported": ["code"],
-        // Public clients (native apps) authenticate by their ID alone.
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256", "plain"],

@@ -132,11 +132,16 @@ fn check_code(
     {
         return fail(Failure::BadCode, "This code was issued for another client.");
     }
-    // A public client proves nothing but PKCE: its codes always carry a challenge.
-    if client.public && code.challenge.is_none() {
+    // A public client proves nothing but PKCE: its codes always carry an
+    // S256 challenge (a `plain` one would be no proof to an eavesdropper).
+    let s256 = code
+        .challenge
+        .as_ref()
+        .is_some_and(|c| c.method == crate::store::PkceMethod::S256);
+    if client.public && !s256 {
         return fail(
             Failure::BadVerifier,
-            "A public client's code must carry a PKCE challenge.",
+            "A public client's code must carry a PKCE challenge with the S256 method.",
         );
     }
     match (&code.challenge, verifier) {
