@@ -430,6 +430,16 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_prefix_that_could_never_match_is_refused() {
+        for prefix in ["/ir//x", "/%69r/", "/ir/../x", "/ir\\\\x"] {
+            let text = format!("[[auth.policy]]\npath_prefix = \"{prefix}\"");
+            let e = parse(&text).unwrap_err();
+            assert!(e.to_string().contains("would never match"), "{prefix}: {e}");
+        }
+        assert!(parse("[[auth.policy]]\npath_prefix = \"/ir/x/\"").is_ok());
+    }
+
+    #[test]
     fn auth_is_read_under_its_former_name_too_but_not_both() {
         let policy = "[[auth.policy]]\npath_prefix = \"/ir/\"\nrequire = [\"submit_score\"]";
         let new = parse(&format!("[auth]\nunknown_tokens = \"forward\"\n{policy}")).unwrap();

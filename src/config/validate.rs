@@ -459,6 +459,20 @@ fn policy(at: &str, p: FilePolicy, known: &[String]) -> Result<Policy, ConfigErr
             format!("`{path_prefix}` must start with /"),
         );
     }
+    // Requests are matched in a canonical form (escapes decoded, `/` not
+    // repeated, no dot segments or backslashes): a prefix in another form
+    // would never match, and protect nothing.
+    let uncanonical = path_prefix.contains("//")
+        || path_prefix.contains(['%', '\\'])
+        || path_prefix.split('/').any(|s| s == "." || s == "..");
+    if uncanonical {
+        return invalid(
+            format!("{at}.path_prefix"),
+            format!(
+                "`{path_prefix}` would never match: write it without escapes, repeated /, . or .. segments, or backslashes"
+            ),
+        );
+    }
     let mut methods = Vec::new();
     for m in p.methods.unwrap_or_default() {
         let upper = m.to_ascii_uppercase();

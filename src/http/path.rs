@@ -5,14 +5,32 @@
 //! merge slashes. If the gate matched the raw path, such spellings would slip
 //! past its own routes and policies. So decisions use this canonical form:
 //! escapes of unreserved characters decoded, runs of `/` merged, and dot
-//! segments refused outright. Callers compare it case-insensitively. The
-//! request itself is forwarded unchanged.
+//! segments and backslashes refused outright. Callers compare it
+//! case-insensitively. The request itself is forwarded unchanged.
 
 use std::borrow::Cow;
 
-/// A path that the gate will not interpret (it has `.` or `..` segments).
+/// A path that the gate will not interpret: one the upstream could read as
+/// another path than the gate would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DotSegments;
+pub enum Uninterpretable {
+    /// `.` or `..` segments, which upstreams resolve.
+    DotSegments,
+    /// A `\`, which Node's legacy URL parser (Express's, for some targets)
+    /// turns into `/`: `/ir\x` would be `/ir/x` upstream and pass by a
+    /// policy on `/ir/`.
+    Backslash,
+}
+
+impl Uninterpretable {
+    /// The refusal's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Uninterpretable::DotSegments => "The path has '.' or '..' segments.",
+            Uninterpretable::Backslash => "The path has a backslash.",
+        }
+    }
+}
 
 fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
@@ -35,8 +53,11 @@ fn completes_an_escape(out: &[u8], decoded: u8) -> bool {
 }
 
 /// The canonical form of `path` (without its query string).
-pub fn canonical(path: &str) -> Result<Cow<'_, str>, DotSegments> {
+pub fn canonical(path: &str) -> Result<Cow<'_, str>, Uninterpretable> {
     let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return Err(Uninterpretable::Backslash);
+    }
     let simple = !bytes.contains(&b'%') && !path.contains("//");
     let out: Cow<'_, str> = if simple {
         Cow::Borrowed(path)
@@ -63,10 +84,10 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, DotSegments> {
             i += 1;
         }
         // Only ASCII was decoded and nothing else changed, so this stays UTF-8.
-        Cow::Owned(String::from_utf8(out).map_err(|_| DotSegments)?)
+        Cow::Owned(String::from_utf8(out).map_err(|_| Uninterpretable::DotSegments)?)
     };
     if out.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(DotSegments);
+        return Err(Uninterpretable::DotSegments);
     }
     Ok(out)
 }
@@ -171,11 +192,20 @@ mod tests {
 
     #[test]
     fn dot_segments_are_refused() {
-        assert_eq!(canonical("/a/../ir/x"), Err(DotSegments));
-        assert_eq!(canonical("/a/./x"), Err(DotSegments));
-        assert_eq!(canonical("/a/%2e%2E/x"), Err(DotSegments));
-        assert_eq!(canonical("/a/.."), Err(DotSegments));
+        assert_eq!(canonical("/a/../ir/x"), Err(Uninterpretable::DotSegments));
+        assert_eq!(canonical("/a/./x"), Err(Uninterpretable::DotSegments));
+        assert_eq!(canonical("/a/%2e%2E/x"), Err(Uninterpretable::DotSegments));
+        assert_eq!(canonical("/a/.."), Err(Uninterpretable::DotSegments));
         assert!(canonical("/a/.well-known/x").is_ok());
+    }
+
+    #[test]
+    fn backslashes_are_refused() {
+        for p in ["/ir\\direct-manual", "\\ir/x", "/api\\v1\\users"] {
+            assert_eq!(canonical(p), Err(Uninterpretable::Backslash), "{p}");
+        }
+        // Escaped, it is a plain character to every parser: left alone.
+        assert!(canonical("/ir%5Cx").is_ok());
     }
 
     #[test]

@@ -125,8 +125,9 @@ impl PublicProxy {
         if let Some(reply) = missing_host(header) {
             return Step::Refuse(reply);
         }
-        let Ok(path) = crate::http::path::canonical(header.uri.path()) else {
-            return Step::Refuse(Reply::failure(400, "The path has '.' or '..' segments."));
+        let path = match crate::http::path::canonical(header.uri.path()) {
+            Ok(path) => path,
+            Err(why) => return Step::Refuse(Reply::failure(400, why.describe())),
         };
         if let Some(route) = routes::own_route(&path) {
             ctx.class = route.class();

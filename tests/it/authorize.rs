@@ -370,6 +370,19 @@ async fn a_public_client_uses_pkce_and_its_id_alone() {
             .status(),
         200
     );
+    // Its ID alone may revoke its own keys, but not introspect any: anyone
+    // can read a client ID (RFC 7662 §2.1 wants introspection authorised).
+    let key = token.access_token().secret();
+    let by_id = |endpoint: &str| {
+        let r = gate
+            .http
+            .post(gate.url(endpoint))
+            .form(&[("client_id", client.id.as_str()), ("token", key.as_str())]);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(by_id("/api/v1/oauth/introspect").await, 401);
+    assert_eq!(by_id("/api/v1/oauth/revoke").await, 200);
+    assert_eq!(gate.get_with_key("/x", key).await.status(), 401);
     // A confidential client cannot do the same.
     let confidential = register(&gate, &cookie, false, "https://app.example/cb").await;
     let r = gate

@@ -232,6 +232,28 @@ async fn a_prefix_covers_its_segment_with_or_without_the_slash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backslash_cannot_spell_a_path_past_a_policy() {
+    // Node's legacy URL parser, which Express uses for some targets, reads
+    // `\` as `/`: /ir\direct-manual would reach /ir/direct-manual upstream.
+    let gate =
+        TestGate::start("[[auth.policy]]\npath_prefix = \"/ir/\"\nrequire = [\"submit_score\"]")
+            .await;
+    for target in [
+        "/ir\\direct-manual",
+        "/ir\\direct-manual?\u{a0}",
+        "http://gate/ir\\direct-manual",
+        "/api\\v1\\users\\me\\api-tokens\\create",
+    ] {
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: gate\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw_request(gate.addr, request.as_bytes()).await;
+        assert_eq!(r.status, 400, "{target}: {}", r.head);
+        assert_eq!(r.json()["success"], false, "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_binding_can_be_required_and_keys_keep_to_the_codes_client() {
     let gate = TestGate::start("[oauth]\nrequire_client_binding = true").await;
     let cookie = gate.session(1);

@@ -136,7 +136,7 @@ pub fn consent(request: &AuthzRequest, user: u64, token: &str) -> Reply {
              <p>It will act as Tachi user <strong>#{user}</strong>. It was registered by user #{author}.</p>\n\
              <p>It asks to:</p>\n<ul id=\"permissions\">\n{permissions}</ul>\n\
              <p class=\"muted\">Approving sends you back to {redirect}</p>\n\
-             <form method=\"post\" action=\"/api/v1/oauth/authorize\">\n{fields}\
+             <form method=\"post\" action=\"authorize\">\n{fields}\
              <div class=\"actions\">\n\
              <button class=\"deny\" id=\"deny\" type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\n\
              <button class=\"approve\" id=\"approve\" type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\n\

@@ -7,7 +7,7 @@ use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
 use crate::store::{digest, KeyRecord};
 
-use super::client_auth::{client_and_token, outcome_reply, Style};
+use super::client_auth::{client_and_token, outcome_reply, refuse, Failure, Style};
 
 /// RFC 7662 §2.2's answer for a live key.
 fn active(key: &KeyRecord) -> Map<String, Value> {
@@ -29,7 +29,15 @@ fn active(key: &KeyRecord) -> Map<String, Value> {
 /// @name POST /api/v1/oauth/introspect
 pub async fn introspect(app: &App, req: &ApiRequest) -> Reply {
     let answer = async {
-        let (_, token) = client_and_token(app, req).await?;
+        let (client, token) = client_and_token(app, req).await?;
+        // A public client's ID proves nothing (anyone can read it), and
+        // RFC 7662 §2.1 wants introspection's callers authorised.
+        if client.public {
+            return Err(refuse(
+                Failure::NoClientAuthentication,
+                "A public client cannot introspect keys: it has no secret to prove it is itself.",
+            ));
+        }
         Ok(match app.store.key(&digest(&token)).await? {
             Some(key) => Reply::plain(200, Value::Object(active(&key))),
             // Guessing keys through introspection counts as guessing them.

@@ -51,7 +51,8 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
         "response_types_supported": ["code"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": auth_methods,
+        // Introspection needs a client that can prove itself: no "none".
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256", "plain"],
         "scopes_supported": app.config.oauth.permissions,
     });
