@@ -43,8 +43,8 @@ struct Ledger {
     /// key → (client, token ID, user) for acknowledged keys.
     keys: HashMap<String, (String, String, u64)>,
     revoked: HashSet<String>,
-    /// (client, code) exchanged successfully.
-    consumed: Vec<(String, String)>,
+    /// (client, code, key) exchanged successfully.
+    consumed: Vec<(String, String, String)>,
     /// Revocations and deletions sent but never answered: they may or may not
     /// have happened, so the keys they touch are not checked as working.
     uncertain_keys: HashSet<String>,
@@ -175,8 +175,9 @@ async fn worker(base: String, ledger: Arc<Mutex<Ledger>>, seed: u64) {
                     let key = v["body"]["token"].as_str().unwrap_or_default().to_string();
                     // The token ID comes from the user's listing, later.
                     let mut l = ledger.lock().unwrap();
-                    l.keys.insert(key, (client.0.clone(), String::new(), user));
-                    l.consumed.push((client.0, code));
+                    l.keys
+                        .insert(key.clone(), (client.0.clone(), String::new(), user));
+                    l.consumed.push((client.0, code, key));
                 }
             }
             // Revoke one of this user's keys by value.
@@ -239,7 +240,7 @@ async fn worker(base: String, ledger: Arc<Mutex<Ledger>>, seed: u64) {
 struct Snapshot {
     /// Keys with a definite expectation: (key, must work).
     keys: Vec<(String, bool)>,
-    consumed: Vec<(String, String)>,
+    consumed: Vec<(String, String, String)>,
     deleted: Vec<String>,
     /// Live clients whose deletion was never attempted: (ID, secret).
     live: Vec<(String, String)>,
@@ -299,9 +300,11 @@ async fn verify(gate: &Gate, ledger: &Mutex<Ledger>, cycle: usize) {
             .status();
         assert_eq!(st, 404, "cycle {cycle}: deleted client {id} is back");
     }
-    // A consumed code cannot be exchanged again. It is presented by another
-    // live client, so the replay does not revoke the key it made.
-    for (spender, code) in &consumed {
+    // A consumed code cannot be exchanged again. Presented again by any
+    // authenticated client (these codes are bound to none), it revokes the
+    // key it made (RFC 6749 §4.1.2): the ledger records that, so the next
+    // cycle checks the key stays revoked across restarts too.
+    for (spender, code, key) in &consumed {
         let Some((other, secret)) = live.iter().find(|(c, _)| c != spender) else {
             break;
         };
@@ -315,6 +318,11 @@ async fn verify(gate: &Gate, ledger: &Mutex<Ledger>, cycle: usize) {
         .await
         .unwrap();
         assert_ne!(st, 200, "cycle {cycle}: consumed code exchanged again: {v}");
+        assert_eq!(
+            v["description"], "This code has already been used.",
+            "cycle {cycle}: a replay must be recognised as one"
+        );
+        ledger.lock().unwrap().revoked.insert(key.clone());
     }
     // The per-user index and the per-client index list the same keys.
     let mut by_user = HashSet::new();
