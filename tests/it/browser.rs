@@ -75,6 +75,18 @@ impl Drop for Driver {
     }
 }
 
+/// Clicks the consent page's button `id`; the query of the page landed on.
+async fn click_and_land(browser: &Client, id: &str) -> std::collections::HashMap<String, String> {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    landed(browser).await
+}
+
 /// The query parameters of the page the browser lands on after leaving the
 /// authorization endpoint (a click does not wait for the navigation).
 async fn landed(browser: &Client) -> std::collections::HashMap<String, String> {
@@ -169,14 +181,7 @@ async fn a_user_approves_and_denies_in_a_real_browser() {
         .unwrap_or_else(|_| std::env::temp_dir());
     std::fs::write(shots.join("consent-page.png"), &png).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
-    browser
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let query = landed(&browser).await;
+    let query = click_and_land(&browser, "approve").await;
     assert_eq!(browser.current_url().await.unwrap().path(), "/cb");
     assert_eq!(query["state"], *state.secret());
     let token = library
@@ -192,14 +197,7 @@ async fn a_user_approves_and_denies_in_a_real_browser() {
     // Deny.
     let (url, state) = library.authorize_url(CsrfToken::new_random).url();
     browser.goto(url.as_str()).await.unwrap();
-    browser
-        .find(Locator::Id("deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let query = landed(&browser).await;
+    let query = click_and_land(&browser, "deny").await;
     assert_eq!(query["error"], "access_denied");
     assert_eq!(query["state"], *state.secret());
     assert!(!query.contains_key("code"));

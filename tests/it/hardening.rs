@@ -473,7 +473,7 @@ fn debug_gate(
 
 /// Sends requests carrying a cookie and a key-like path segment, stops the
 /// gate, and returns everything it logged.
-async fn log_of_secret_requests(mut gate: GateBinary, addr: SocketAddr, secret: &str) -> String {
+async fn log_of_secret_requests(gate: GateBinary, addr: SocketAddr, secret: &str) -> String {
     for path in [
         format!("/api/v1/users/me/api-tokens/{secret}/x"),
         format!("/a/{secret}/../b"),
@@ -487,6 +487,11 @@ async fn log_of_secret_requests(mut gate: GateBinary, addr: SocketAddr, secret: 
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
     }
+    stopped_log(gate)
+}
+
+/// Stops the gate with SIGTERM; everything it wrote to stderr.
+fn stopped_log(mut gate: GateBinary) -> String {
     unsafe { libc::kill(gate.id() as i32, libc::SIGTERM) };
     let _ = gate.wait();
     let mut log = String::new();
@@ -522,14 +527,7 @@ async fn secrets_stay_out_of_the_logs_even_at_debug() {
 async fn start_up_warns_when_public_url_is_unset() {
     let upstream = MockTachi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut gate, _) = debug_gate(dir.path(), upstream.addr, "");
-    unsafe { libc::kill(gate.id() as i32, libc::SIGTERM) };
-    let _ = gate.wait();
-    let mut log = String::new();
-    gate.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (gate, _) = debug_gate(dir.path(), upstream.addr, "");
+    let log = stopped_log(gate);
     assert!(log.contains("server.public_url is not set"), "{log}");
 }
