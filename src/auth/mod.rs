@@ -4,7 +4,8 @@
 //! [`Auth::check`] decides; it knows nothing of Pingora. The proxy turns a
 //! [`Rejection`] into its [`Reply`] and an [`Identity`] into upstream headers
 //! ([`identity::identity_headers`]). Sessions are resolved through the
-//! upstream ([`session`]); the gate's own routes ask [`Auth::session_of`].
+//! upstream ([`session`]); the gate's own routes find their caller with
+//! [`Auth::caller`], in Tachi's order.
 
 pub mod identity;
 pub mod policy;
