@@ -27,7 +27,7 @@ pub fn only_fields(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), Rep
 
 /// An array of permission names, each one of `known`, de-duplicated in
 /// order. Refusals are worded as Tachi's validator words them
-/// ("[permissions[1]] Expected any of …. (Received x)").
+/// (`[permissions[1]] Expected any of …. (Received x)`).
 pub fn permission_list(value: Option<&Value>, known: &[String]) -> Result<Vec<String>, Reply> {
     let Some(Value::Array(list)) = value else {
         return Err(Reply::failure(400, "[permissions] Value was not an array."));

@@ -1,5 +1,5 @@
-//! Configuration: the TOML file format ([`file`]) kept apart from the
-//! validated [`Config`] the rest of the gate works with ([`validate`], one
+//! Configuration: the TOML file format (`file`) kept apart from the
+//! validated [`Config`] the rest of the gate works with (`validate`, one
 //! function per section). Every key is described in docs/configuration.md.
 //!
 //! Every key is optional; unknown keys are an error that names the key and its
