@@ -93,10 +93,8 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     /// When the first piece of a forwarded body arrived.
     body_started: Option<Instant>,
-    /// The peer's address, and the client's (the same unless the peer is a
-    /// trusted proxy).
+    /// The peer's address, which `X-Forwarded-For` upstream ends with.
     peer: Option<IpAddr>,
-    client: Option<IpAddr>,
 }
 
 impl Ctx {
@@ -228,7 +226,6 @@ impl ProxyHttp for PublicProxy {
             upstream_sent: None,
             body_started: None,
             peer: None,
-            client: None,
         }
     }
 
@@ -239,12 +236,8 @@ impl ProxyHttp for PublicProxy {
     /// times larger.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.peer = client_ip(session);
-        let trusted = &self.app.config.trusted_proxies;
-        let ip = match trusted.is_empty() {
-            true => ctx.peer,
-            false => forwarded::client_address(ctx.peer, &session.req_header().headers, trusted),
-        };
-        ctx.client = ip;
+        let headers = &session.req_header().headers;
+        let ip = forwarded::client_address(ctx.peer, headers, &self.app.config.trusted_proxies);
         let limits = &self.app.limits;
         let step = self.decide(session.req_header(), ip, ctx).await;
         let reply = match step {
