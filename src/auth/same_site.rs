@@ -29,8 +29,7 @@ pub struct Origins<'a> {
 /// cookie with `Authorization` is checked too: the session wins over the
 /// header, as in Tachi.)
 pub fn check(req: &ApiRequest, origins: Origins<'_>) -> Result<(), Reply> {
-    let reads = matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads || !req.headers.contains_key(COOKIE) {
+    if !changes_with_cookie(req) {
         return Ok(());
     }
     // JSON, or no body and no Content-Type: whatever else a form can send,
@@ -51,11 +50,17 @@ pub fn check(req: &ApiRequest, origins: Origins<'_>) -> Result<(), Reply> {
     check_origin(req, origins)
 }
 
+/// Whether the request may change state and carries a cookie: the only
+/// kind another site's page can abuse.
+fn changes_with_cookie(req: &ApiRequest) -> bool {
+    let reads = matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    !reads && req.headers.contains_key(COOKIE)
+}
+
 /// The `Origin` half of [`check`]: a state-changing session request that
 /// names its origin must come from the gate's own or a trusted one.
 pub fn check_origin(req: &ApiRequest, origins: Origins<'_>) -> Result<(), Reply> {
-    let reads = matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads || !req.headers.contains_key(COOKIE) {
+    if !changes_with_cookie(req) {
         return Ok(());
     }
     let Some(origin) = req.headers.get(ORIGIN) else {
