@@ -191,33 +191,35 @@ pub async fn authenticate(
 ) -> Result<ClientRecord, Outcome> {
     // A public client names itself by its ID alone (RFC 6749 §2.3, RFC
     // 8252 §8.4): it has no secret to send.
-    if let (None, Some(id), None) = (req.authorization(), body_id, body_secret) {
-        let Some(client) = app.store.client(id).await? else {
-            return Err(unknown_client());
-        };
-        if client.public {
-            return Ok(client);
+    let (client_id, secret) = match (req.authorization(), body_id, body_secret) {
+        (None, Some(id), None) => (id.to_string(), None),
+        (auth, _, _) => {
+            let (id, secret) = client_credentials(auth, body_id, body_secret)?;
+            (id, Some(secret))
         }
-        return Err(refuse(
-            Failure::NoClientAuthentication,
-            "client_secret is required.",
-        ));
-    }
-    let (client_id, secret) = client_credentials(req.authorization(), body_id, body_secret)?;
+    };
     let Some(client) = app.store.client(&client_id).await? else {
         return Err(unknown_client());
     };
-    if client.public {
-        return Err(refuse(
+    match (client.public, secret) {
+        (true, None) => Ok(client),
+        (false, None) => Err(refuse(
+            Failure::NoClientAuthentication,
+            "client_secret is required.",
+        )),
+        (true, Some(_)) => Err(refuse(
             Failure::WrongSecret,
             "This client is public: it has no secret; send its client_id alone.",
-        ));
+        )),
+        (false, Some(secret)) => {
+            let stored = digest_from_hex(&client.secret_hash);
+            if stored.is_some_and(|h| digests_match(&h, &digest(&secret))) {
+                Ok(client)
+            } else {
+                Err(refuse(Failure::WrongSecret, "Invalid secret."))
+            }
+        }
     }
-    let stored = digest_from_hex(&client.secret_hash);
-    if !stored.is_some_and(|h| digests_match(&h, &digest(&secret))) {
-        return Err(refuse(Failure::WrongSecret, "Invalid secret."));
-    }
-    Ok(client)
 }
 
 /// The common start of the revoke and introspect endpoints: read `token`
