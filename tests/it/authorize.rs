@@ -101,21 +101,21 @@ async fn register(gate: &TestGate, cookie: &str, public: bool, redirect: &str) -
     }
 }
 
-/// Loads the consent page for `url` as `cookie`'s browser; its HTML.
-async fn consent_page(
-    gate: &TestGate,
-    url: &str,
-    cookie: &str,
-) -> (u16, reqwest::header::HeaderMap, String) {
-    let r = browserish()
+/// `GET url` as the browser holding `cookie`, following no redirect.
+async fn visit(url: &str, cookie: &str) -> reqwest::Response {
+    browserish()
         .get(url)
         .header("cookie", cookie)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Loads the consent page for `url` as `cookie`'s browser; its HTML.
+async fn consent_page(url: &str, cookie: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = visit(url, cookie).await;
     let status = r.status().as_u16();
     let headers = r.headers().clone();
-    let _ = gate;
     (status, headers, r.text().await.unwrap())
 }
 
@@ -170,7 +170,7 @@ async fn the_standard_flow_from_a_library_to_a_working_key() {
         .set_pkce_challenge(challenge)
         .url();
 
-    let (status, headers, page) = consent_page(&gate, url.as_str(), &cookie).await;
+    let (status, headers, page) = consent_page(url.as_str(), &cookie).await;
     assert_eq!(status, 200);
     assert!(headers["content-type"]
         .to_str()
@@ -243,7 +243,7 @@ async fn a_denial_and_every_error_reach_the_right_party() {
     };
 
     // Denied: the client hears access_denied, with its state.
-    let (_, _, page) = consent_page(&gate, &with(""), &cookie).await;
+    let (_, _, page) = consent_page(&with(""), &cookie).await;
     let (status, location) = answer(&gate, &page, &cookie, "deny").await;
     assert_eq!(status, 303);
     let q = query_of(&location.unwrap());
@@ -275,12 +275,7 @@ async fn a_denial_and_every_error_reach_the_right_party() {
         ),
     ] {
         let url = format!("{base}?client_id={}&state=s1&{query}", client.id);
-        let r = browserish()
-            .get(&url)
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = visit(&url, &cookie).await;
         assert_eq!(r.status(), 303, "{query}");
         let q = query_of(r.headers()["location"].to_str().unwrap());
         assert_eq!(
@@ -300,12 +295,7 @@ async fn a_denial_and_every_error_reach_the_right_party() {
         ),
         with("&redirect_uri=https%3A%2F%2Fevil.example%2Fcb"),
     ] {
-        let r = browserish()
-            .get(&url)
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = visit(&url, &cookie).await;
         assert_eq!(r.status(), 400, "{url}");
         assert!(!r.headers().contains_key("location"), "{url}");
         assert!(r.text().await.unwrap().contains("cannot continue"));
@@ -315,7 +305,7 @@ async fn a_denial_and_every_error_reach_the_right_party() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("href=\"/login\""));
     // A consent form is bound to its session and its parameters.
-    let (_, _, page) = consent_page(&gate, &with(""), &cookie).await;
+    let (_, _, page) = consent_page(&with(""), &cookie).await;
     let other = gate.session(32);
     let (status, _) = answer(&gate, &page, &other, "approve").await;
     assert_eq!(status, 400, "another session's form");
@@ -336,12 +326,7 @@ async fn a_public_client_uses_pkce_and_its_id_alone() {
 
     // Without PKCE S256 it is told invalid_request.
     let (plain_url, _) = library.authorize_url(CsrfToken::new_random).url();
-    let r = browserish()
-        .get(plain_url.as_str())
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = visit(plain_url.as_str(), &cookie).await;
     let q = query_of(r.headers()["location"].to_str().unwrap());
     assert_eq!(q["error"], "invalid_request");
 
@@ -350,7 +335,7 @@ async fn a_public_client_uses_pkce_and_its_id_alone() {
         .authorize_url(CsrfToken::new_random)
         .set_pkce_challenge(challenge)
         .url();
-    let (_, _, page) = consent_page(&gate, url.as_str(), &cookie).await;
+    let (_, _, page) = consent_page(url.as_str(), &cookie).await;
     let (status, location) = answer(&gate, &page, &cookie, "approve").await;
     assert_eq!(status, 303);
     let location = location.unwrap();
@@ -409,7 +394,7 @@ async fn a_redirect_uri_sent_at_authorization_is_needed_at_the_token_endpoint() 
         gate.url("/api/v1/oauth/authorize"),
         client.id
     );
-    let (_, _, page) = consent_page(&gate, &url, &cookie).await;
+    let (_, _, page) = consent_page(&url, &cookie).await;
     let (_, location) = answer(&gate, &page, &cookie, "approve").await;
     let code = query_of(&location.unwrap())["code"].clone();
     let secret = client.secret.clone().unwrap();
