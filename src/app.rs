@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::assertion::Assertions;
 use crate::auth::session::Sessions;
 use crate::auth::Auth;
 use crate::config::Config;
@@ -20,6 +21,9 @@ pub struct App {
     /// Signs the authorization endpoint's consent forms; new at each start,
     /// so a form outlives neither its ten minutes nor the process.
     pub consent_key: [u8; 32],
+    /// Signs the identity assertions sent upstream; `None` unless
+    /// `identity.mode = "jwt"`.
+    pub assertions: Option<Assertions>,
 }
 
 impl App {
@@ -35,6 +39,7 @@ impl App {
             upstreams,
             limits: Limits::new(config.limits.clone()),
             consent_key: rand::random(),
+            assertions: Assertions::open(&config.identity, config.public_url.as_deref())?,
             config,
             store,
         })

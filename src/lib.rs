@@ -13,6 +13,7 @@
 //! | [`listener`]  | each HTTP/1 head within a deadline; JSON for heads Pingora refuses   |
 //! | [`proxy`]     | [`proxy::PublicProxy`]: the proxy phases, forwarding, failures       |
 //! | [`auth`]      | who is calling and may they: keys, sessions, policies, identity      |
+//! | [`assertion`] | the signed identity assertion for the upstream, and its keys         |
 //! | [`api`]       | the routes the gate answers itself, one file per URL                 |
 //! | [`ops`]       | the admin API and listener, operator commands, Tachi import          |
 //! | [`app`]       | [`app::App`]: the shared state every handler gets                    |
@@ -32,6 +33,7 @@
 
 pub mod api;
 pub mod app;
+pub mod assertion;
 pub mod auth;
 pub mod config;
 pub mod http;

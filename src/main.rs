@@ -66,6 +66,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         tokens: Option<PathBuf>,
     },
+    /// Manage the keys that sign identity assertions (`identity.mode = "jwt"`).
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Sign with a new key from now on; the old one stays in the JWKS until
+    /// its assertions have expired. Without --admin this rewrites the key
+    /// file, which running gates read again within a second.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +198,7 @@ fn operation(command: Command, config: &Config) -> Result<AdminOp, String> {
             (Some(t), None) => AdminOp::RevokeKey(t),
             (None, None) => return Err("keys revoke needs a key or --user".into()),
         },
+        Command::Identity(IdentityCommand::Rotate) => AdminOp::RotateIdentityKey,
         Command::Import { clients, tokens } => cli::import_op(
             clients.as_deref(),
             tokens.as_deref(),

@@ -40,9 +40,10 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used.
     #[error("server.tls: {0}")]
     Tls(String),
-    /// The upstream settings cannot be put to use (addresses, CA file).
+    /// The upstream settings (addresses, CA file) or the identity signing
+    /// keys cannot be put to use.
     #[error("{0}")]
-    Upstream(String),
+    Setup(String),
     #[error("closing the store failed: {0}")]
     Close(#[source] StoreError),
 }
@@ -72,6 +73,45 @@ impl BackgroundService for CodeSweeper {
                 Ok(0) => {}
                 Ok(n) => log::debug!("swept {n} expired code(s)"),
                 Err(e) => log::error!("sweeping expired codes failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Reads the identity key file again each second, so that a rotation made
+/// outside this gate (`tachi-gate identity rotate`, or another gate sharing
+/// the file) is signed with here within a second, without a restart.
+struct KeyFileWatcher {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for KeyFileWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(signer) = &self.app.assertions else {
+            return;
+        };
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            match signer.reload() {
+                Ok(true) => {
+                    failing = false;
+                    log::info!(
+                        "identity key file changed: signing with key {}",
+                        signer.signing_kid()
+                    );
+                }
+                Ok(false) => failing = false,
+                // Said once per failure, not every second.
+                Err(e) if !failing => {
+                    failing = true;
+                    log::error!("{e}");
+                }
+                Err(_) => {}
             }
         }
     }
@@ -222,8 +262,7 @@ impl Gate {
         }
         let config = Arc::new(config);
         let app = Arc::new(
-            App::new(config.clone(), store.clone() as Arc<dyn Store>)
-                .map_err(StartError::Upstream)?,
+            App::new(config.clone(), store.clone() as Arc<dyn Store>).map_err(StartError::Setup)?,
         );
         let mut gate_proxy =
             pingora::proxy::http_proxy(&server.configuration, PublicProxy::new(app.clone()));
@@ -275,6 +314,12 @@ impl Gate {
             server.add_service(GenBackgroundService::new(
                 "upstream health checks".into(),
                 app.upstreams.balancer(),
+            ));
+        }
+        if app.assertions.is_some() {
+            server.add_service(background_service(
+                "identity key file watcher",
+                KeyFileWatcher { app: app.clone() },
             ));
         }
         let every = config.oauth.code_ttl.min(Duration::from_secs(60));

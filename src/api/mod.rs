@@ -9,6 +9,7 @@
 //! | `/api/v1/oauth/revoke`                       | `oauth/revoke.rs`     |
 //! | `/api/v1/oauth/introspect`                   | `oauth/introspect.rs` |
 //! | `/.well-known/oauth-authorization-server`    | `oauth/metadata.rs`   |
+//! | `/.well-known/jwks.json`                     | `jwks.rs`             |
 //! | `/api/v1/clients…`                           | `clients.rs`          |
 //! | `/api/v1/users/:userID/api-tokens…`          | `api_tokens.rs`       |
 //!
@@ -17,6 +18,7 @@
 pub mod api_tokens;
 pub mod clients;
 pub mod fields;
+pub mod jwks;
 pub mod oauth;
 pub mod routes;
 pub mod views;

@@ -4,7 +4,7 @@
 use http::Method;
 
 use crate::api::oauth::{authorize, create_code, introspect, metadata, revoke, token};
-use crate::api::{api_tokens, clients};
+use crate::api::{api_tokens, clients, jwks};
 use crate::app::App;
 use crate::auth::same_site::{self, Origins};
 use crate::auth::Rejection;
@@ -25,6 +25,8 @@ pub enum Route {
     /// The metadata at the issuer's path (RFC 8414 §3.1), e.g. `tachi` for
     /// an issuer `https://x.example/tachi`.
     MetadataAt(String),
+    /// The identity assertion's public keys.
+    Jwks,
     Clients,
     CreateClient,
     Client(String),
@@ -63,6 +65,9 @@ pub fn own_route(path: &str) -> Option<Route> {
     let param = |i: usize| Some(segs[i].to_string()).filter(|p| !p.is_empty());
     if n == 2 && is(0, ".well-known") && is(1, "oauth-authorization-server") {
         return Some(Route::Metadata);
+    }
+    if n == 2 && is(0, ".well-known") && is(1, "jwks.json") {
+        return Some(Route::Jwks);
     }
     if n > 2 && is(0, ".well-known") && is(1, "oauth-authorization-server") {
         return Some(Route::MetadataAt(segs[2..n].join("/")));
@@ -104,7 +109,11 @@ impl Route {
             | Route::CreateClient
             | Route::ResetSecret(_)
             | Route::CreateKey(_) => "POST",
-            Route::Clients | Route::Metadata | Route::MetadataAt(_) | Route::Keys(_) => "GET, HEAD",
+            Route::Clients
+            | Route::Metadata
+            | Route::MetadataAt(_)
+            | Route::Jwks
+            | Route::Keys(_) => "GET, HEAD",
             Route::Authorize => "GET, HEAD, POST",
             Route::Key(..) => "DELETE",
             Route::Client(_) => "GET, HEAD, PATCH, DELETE",
@@ -120,7 +129,8 @@ impl Route {
             | Route::Revoke
             | Route::Introspect
             | Route::Metadata
-            | Route::MetadataAt(_) => "oauth",
+            | Route::MetadataAt(_)
+            | Route::Jwks => "oauth",
             Route::Clients | Route::CreateClient | Route::Client(_) | Route::ResetSecret(_) => {
                 "clients"
             }
@@ -138,6 +148,7 @@ impl Route {
                 | Route::Introspect
                 | Route::Metadata
                 | Route::MetadataAt(_)
+                | Route::Jwks
         )
     }
 
@@ -195,6 +206,7 @@ pub async fn serve(app: &App, route: &Route, mut req: ApiRequest) -> Reply {
         (Route::Introspect, _) => introspect::introspect(app, req).await,
         (Route::Metadata, _) => metadata::metadata(app, req).await,
         (Route::MetadataAt(path), _) => metadata::metadata_at(app, req, path).await,
+        (Route::Jwks, _) => jwks::jwks(app),
         (Route::Clients, _) => clients::list(app, req).await,
         (Route::CreateClient, _) => clients::create(app, req).await,
         (Route::Client(id), &Method::GET) => clients::get(app, id).await,
@@ -255,6 +267,9 @@ mod tests {
             own_route("/.well-known/oauth-authorization-server"),
             Some(Route::Metadata)
         );
+        assert_eq!(own_route("/.well-known/jwks.json"), Some(Route::Jwks));
+        assert_eq!(own_route("/.well-known/JWKS.json/"), Some(Route::Jwks));
+        assert_eq!(own_route("/.well-known/jwks.json/x"), None);
         assert_eq!(own_route("/"), None);
     }
 

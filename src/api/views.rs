@@ -96,6 +96,7 @@ mod tests {
             permissions: vec!["a".into()],
             from_client: None,
             created_on: 2,
+            memo: Default::default(),
         };
         // Listed, `token` names the key by its token ID, for Tachi's delete
         // button; it is never the key.

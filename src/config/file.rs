@@ -20,7 +20,18 @@ pub(super) struct FileConfig {
     pub(super) auth: Option<FileAuth>,
     pub(super) gate: Option<FileAuth>,
     pub(super) limits: FileLimits,
+    pub(super) identity: FileIdentity,
     pub(super) log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileIdentity {
+    pub(super) mode: Option<String>,
+    pub(super) header: Option<String>,
+    pub(super) audience: Option<String>,
+    pub(super) ttl_secs: Option<u64>,
+    pub(super) key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -127,6 +127,31 @@ pub struct AuthConfig {
     pub policies: Vec<Policy>,
 }
 
+/// What the upstream is told of a keyed caller (`[identity]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityMode {
+    /// The `X-Tachi-*` headers only: the upstream trusts the network.
+    Headers,
+    /// The headers plus a signed assertion the upstream can verify.
+    Jwt,
+}
+
+/// `[identity]`: the signed identity assertion (docs/http-api.md, "The
+/// signed identity assertion").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    pub mode: IdentityMode,
+    /// The request header that carries the assertion (lower case).
+    pub header: http::HeaderName,
+    /// The assertion's `aud`.
+    pub audience: String,
+    /// How long an assertion is valid; a cached one is re-signed at half.
+    pub ttl: Duration,
+    /// The file of signing keys (default: `identity-keys.json` in the
+    /// store directory).
+    pub key_file: PathBuf,
+}
+
 /// The TLS listeners (`[server.tls]`), speaking HTTP/1.1 and HTTP/2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -190,6 +215,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub identity: IdentityConfig,
     /// The default log filter (`RUST_LOG` wins), e.g. `info`.
     pub log_level: String,
     /// Whether Pingora's and the HTTP libraries' own debug lines (which
@@ -296,6 +322,54 @@ mod tests {
     fn the_shipped_example_config_is_the_defaults() {
         let text = include_str!("../../conf/tachi-gate.toml");
         assert_eq!(parse(text).unwrap(), parse("").unwrap());
+    }
+
+    #[test]
+    fn identity_defaults_to_headers_and_jwt_needs_an_issuer() {
+        let c = parse("").unwrap();
+        assert_eq!(c.identity.mode, IdentityMode::Headers);
+        assert_eq!(c.identity.header.as_str(), "x-tachi-identity");
+        assert_eq!(c.identity.audience, "tachi");
+        assert_eq!(c.identity.ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.identity.key_file,
+            PathBuf::from("data/tachi-gate/identity-keys.json")
+        );
+        let e = parse("[identity]\nmode = \"jwt\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("identity.mode: "), "{e}");
+        assert!(e.to_string().contains("server.public_url"), "{e}");
+        let c = parse(
+            "[server]\npublic_url = \"https://gate.example\"\n\
+             [identity]\nmode = \"jwt\"\nheader = \"X-Signed\"\naudience = \"scores\"\n\
+             ttl_secs = 30\nkey_file = \"/k.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.identity.mode, IdentityMode::Jwt);
+        assert_eq!(c.identity.header.as_str(), "x-signed");
+        assert_eq!(c.identity.audience, "scores");
+        assert_eq!(c.identity.ttl, Duration::from_secs(30));
+        assert_eq!(c.identity.key_file, PathBuf::from("/k.json"));
+    }
+
+    #[test]
+    fn identity_refuses_unusable_values() {
+        for (text, key) in [
+            ("mode = \"signed\"", "identity.mode"),
+            ("header = \"Authorization\"", "identity.header"),
+            ("header = \"X-Tachi-User-ID\"", "identity.header"),
+            ("header = \"X-Forwarded-User\"", "identity.header"),
+            ("header = \"not a header\"", "identity.header"),
+            ("audience = \"\"", "identity.audience"),
+            ("ttl_secs = 1", "identity.ttl_secs"),
+            ("ttl_secs = 3601", "identity.ttl_secs"),
+            ("key_file = \"\"", "identity.key_file"),
+        ] {
+            let e = parse(&format!("[identity]\n{text}\n")).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("{key}: ")),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::file::{
-    FileAuth, FileConfig, FileLimits, FileLog, FileOAuth, FilePolicy, FileServer, FileSession,
-    FileStore, FileUpstream, OneOrMany,
+    FileAuth, FileConfig, FileIdentity, FileLimits, FileLog, FileOAuth, FilePolicy, FileServer,
+    FileSession, FileStore, FileUpstream, OneOrMany,
 };
 use super::{
-    AuthConfig, Config, ConfigError, LimitsConfig, OAuthConfig, Overrides, Policy, SessionConfig,
-    TlsConfig, UnknownTokens, UpstreamConfig, DEFAULT_PERMISSIONS, MAX_TTL_SECS,
+    AuthConfig, Config, ConfigError, IdentityConfig, IdentityMode, LimitsConfig, OAuthConfig,
+    Overrides, Policy, SessionConfig, TlsConfig, UnknownTokens, UpstreamConfig,
+    DEFAULT_PERMISSIONS, MAX_TTL_SECS,
 };
 
 /// Turns `host:port` into an address, resolving a host name once.
@@ -78,6 +79,7 @@ pub(super) fn validate(
     let oauth = oauth(file.oauth)?;
     let auth = auth(file.auth, file.gate, &oauth.permissions)?;
     let limits = limits(file.limits)?;
+    let identity = identity(file.identity, &store_path, server.public_url.as_deref())?;
     let (log_level, log_unsafe_debug) = log(file.log)?;
     Ok(Config {
         // By default beside the store, in a directory only the gate writes to,
@@ -104,6 +106,7 @@ pub(super) fn validate(
         oauth,
         auth,
         limits,
+        identity,
         log_level,
         log_unsafe_debug,
     })
@@ -341,6 +344,102 @@ fn store(file: FileStore, overrides: &Overrides) -> Result<PathBuf, ConfigError>
         return invalid("store.path", "must not be empty");
     }
     Ok(path)
+}
+
+/// The longest an identity assertion may be valid. It is a bearer
+/// credential for the upstream: short is the point.
+const MAX_IDENTITY_TTL_SECS: u64 = 3600;
+
+fn identity(
+    file: FileIdentity,
+    store_path: &std::path::Path,
+    public_url: Option<&str>,
+) -> Result<IdentityConfig, ConfigError> {
+    let mode = match file.mode.as_deref().unwrap_or("headers") {
+        "headers" => IdentityMode::Headers,
+        "jwt" => IdentityMode::Jwt,
+        other => {
+            return invalid(
+                "identity.mode",
+                format!("`{other}` is not \"headers\" or \"jwt\""),
+            )
+        }
+    };
+    if mode == IdentityMode::Jwt && public_url.is_none() {
+        return invalid(
+            "identity.mode",
+            "\"jwt\" needs server.public_url: it is the assertion's issuer (`iss`), \
+             which the upstream checks",
+        );
+    }
+    let header_text = file.header.unwrap_or_else(|| "X-Tachi-Identity".into());
+    let header = match http::HeaderName::from_bytes(header_text.as_bytes()) {
+        Ok(h) if !reserved_header(h.as_str()) => h,
+        Ok(_) => {
+            return invalid(
+                "identity.header",
+                format!("`{header_text}` is a header the gate or HTTP itself already uses"),
+            )
+        }
+        Err(_) => {
+            return invalid(
+                "identity.header",
+                format!("`{header_text}` is not a header name"),
+            )
+        }
+    };
+    let audience = file.audience.unwrap_or_else(|| "tachi".into());
+    if audience.is_empty() {
+        return invalid("identity.audience", "must not be empty");
+    }
+    let ttl_secs = file.ttl_secs.unwrap_or(60);
+    if !(2..=MAX_IDENTITY_TTL_SECS).contains(&ttl_secs) {
+        return invalid(
+            "identity.ttl_secs",
+            format!("must be between 2 and {MAX_IDENTITY_TTL_SECS}"),
+        );
+    }
+    let key_file = match file.key_file {
+        Some(p) if p.as_os_str().is_empty() => {
+            return invalid("identity.key_file", "must not be empty")
+        }
+        Some(p) => p,
+        None => store_path.join("identity-keys.json"),
+    };
+    Ok(IdentityConfig {
+        mode,
+        header,
+        audience,
+        ttl: Duration::from_secs(ttl_secs),
+        key_file,
+    })
+}
+
+/// Headers the assertion may not travel in: the gate's other identity
+/// headers (`auth::identity::IDENTITY_HEADERS`, whose tests check this
+/// list holds them), the credentials and forwarding headers it rewrites,
+/// and those HTTP gives a meaning of its own.
+fn reserved_header(name: &str) -> bool {
+    const RESERVED: [&str; 17] = [
+        "x-tachi-user-id",
+        "x-tachi-permissions",
+        "x-tachi-client-id",
+        "x-tachi-token-id",
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "forwarded",
+        "x-real-ip",
+        "proxy-authorization",
+        "keep-alive",
+    ];
+    RESERVED.contains(&name) || name.starts_with("x-forwarded-")
 }
 
 fn session(file: FileSession) -> Result<SessionConfig, ConfigError> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, IdentityMode};
 use crate::http::reply::Reply;
 use crate::ops::admin::{self, AdminOp, ImportBatch, ImportedKey};
 use crate::ops::import;
@@ -70,8 +70,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start: {e}"))
 }
 
-/// Runs `op` on the store at `config.store_path`, which no gate may hold.
+/// Runs `op` on the store at `config.store_path`, which no gate may hold;
+/// a key rotation works on the key file alone, running gates or not.
 pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
+    if op == AdminOp::RotateIdentityKey {
+        return rotate_key_file(&config);
+    }
     let store = SledStore::open(&config.store_path).map_err(|e| match e {
         OpenError::Locked { .. } => format!(
             "the store at {} is in use by a running gate; act through it with --admin URL \
@@ -85,6 +89,22 @@ pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
     let reply: Reply = runtime()?.block_on(admin::run(&app, op));
     store.close().map_err(|e| e.to_string())?;
     outcome_of(&reply.envelope)
+}
+
+/// Rotates the identity signing keys in the key file. Gates that read the
+/// file pick the new key up within a second, so this needs neither a
+/// stopped gate nor the admin API.
+fn rotate_key_file(config: &Config) -> Outcome {
+    if config.identity.mode != IdentityMode::Jwt {
+        return Err(
+            "identity.mode is \"headers\": the gate signs nothing, so there is no key to rotate"
+                .into(),
+        );
+    }
+    let kid = crate::assertion::rotate_file(&config.identity)?;
+    log::info!(target: "audit", "identity signing key rotated kid={kid} via=key file");
+    let published = crate::assertion::published_in_file(&config.identity)?;
+    outcome_of(&admin::rotated(&kid, published).envelope)
 }
 
 /// Records per import request, so each stays well under the admin API's

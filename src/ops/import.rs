@@ -286,6 +286,7 @@ pub fn keys(text: &str, known: &[String]) -> Result<Vec<(Digest, KeyRecord)>, Im
                     other => other,
                 },
                 created_on: d.created_on(),
+                memo: Default::default(),
             },
         ))
     })

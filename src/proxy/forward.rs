@@ -42,19 +42,29 @@ impl From<MaxSizeReached> for ForwardError {
     }
 }
 
+/// The identity assertion's header: its name, removed from every request
+/// (only the gate may send it), and for a key in `jwt` mode its value.
+#[derive(Debug, Clone)]
+pub struct Assertion<'a> {
+    pub header: &'a HeaderName,
+    pub value: Option<HeaderValue>,
+}
+
 /// Rewrites the headers of a request the gate forwards (docs/http-api.md, "What the upstream receives"): removes
 /// what a client could spoof, sets `X-Forwarded-For` (to `client_ip`, or
 /// removes it when the client did not come over TCP) and
 /// `X-Forwarded-Proto` afresh, and for a key adds the identity headers and,
-/// with `hide_credentials`, drops `Authorization`.
+/// with `hide_credentials`, drops `Authorization`; the assertion, if any,
+/// goes with the identity headers.
 pub fn forward_headers(
     headers: &mut HeaderMap,
     client_ip: Option<HeaderValue>,
     proto: &'static str,
     identity: &Identity,
     hide_credentials: bool,
+    assertion: Assertion<'_>,
 ) -> Result<(), ForwardError> {
-    for name in spoofable_headers(headers) {
+    for name in spoofable_headers(headers, assertion.header) {
         headers.remove(&name);
     }
     normalise_content_length(headers);
@@ -63,7 +73,7 @@ pub fn forward_headers(
         headers.remove(http::header::AUTHORIZATION);
     }
     // Room for every header added, so that the map grows at most once.
-    headers.try_reserve(2 + key_headers.iter().flatten().count())?;
+    headers.try_reserve(3 + key_headers.iter().flatten().count())?;
     match client_ip {
         Some(ip) => headers.try_insert(X_FORWARDED_FOR, ip)?,
         None => headers.remove(X_FORWARDED_FOR),
@@ -71,6 +81,9 @@ pub fn forward_headers(
     headers.try_insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     for (name, value) in key_headers.into_iter().flatten() {
         headers.try_insert(name, value)?;
+    }
+    if let Some(value) = assertion.value {
+        headers.try_insert(assertion.header.clone(), value)?;
     }
     Ok(())
 }
@@ -99,22 +112,25 @@ fn normalise_content_length(headers: &mut HeaderMap) {
 }
 
 /// Inbound headers that could pass for the gate's word upstream: the identity
-/// headers, and every forwarding header (`X-Forwarded-*`, `Forwarded`,
+/// headers and the assertion's (`assertion`), and every forwarding header (`X-Forwarded-*`, `Forwarded`,
 /// `X-Real-IP`), of which the gate sets `X-Forwarded-For` and
 /// `X-Forwarded-Proto` afresh. A client's `X-Forwarded-Host` would otherwise
 /// reach a framework that trusts its proxy (Express's `trust proxy`) as the
 /// site's own host name. Names match with `_` for `-` too, as CGI-style
 /// servers merge the two.
-pub fn spoofable_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
+pub fn spoofable_headers(headers: &HeaderMap, assertion: &HeaderName) -> Vec<http::HeaderName> {
     headers
         .keys()
-        .filter(|name| is_spoofable(name.as_str()))
+        .filter(|name| is_spoofable(name.as_str(), assertion.as_str()))
         .cloned()
         .collect()
 }
 
-fn is_spoofable(name: &str) -> bool {
+fn is_spoofable(name: &str, assertion: &str) -> bool {
     let is = |header: &str| name.len() == header.len() && starts_dashed(name, header);
+    if is(assertion) {
+        return true;
+    }
     if starts_dashed(name, "x-tachi-") {
         return IDENTITY_HEADERS.iter().any(|h| is(h));
     }
@@ -259,6 +275,16 @@ pub(crate) mod tests {
         h
     }
 
+    static ASSERTION: HeaderName = HeaderName::from_static("x-tachi-identity");
+
+    /// The assertion header of a gate in `headers` mode.
+    fn unsigned() -> Assertion<'static> {
+        Assertion {
+            header: &ASSERTION,
+            value: None,
+        }
+    }
+
     fn values(h: &HeaderMap, name: &str) -> Vec<String> {
         h.get_all(name)
             .iter()
@@ -270,7 +296,15 @@ pub(crate) mod tests {
     fn a_key_is_forwarded_with_its_identity_and_without_spoofed_headers() {
         let mut h = inbound();
         let ip = Some(HeaderValue::from_static("127.0.0.1"));
-        forward_headers(&mut h, ip, "http", &keyed(KeyRecord::sample()), true).unwrap();
+        forward_headers(
+            &mut h,
+            ip,
+            "http",
+            &keyed(KeyRecord::sample()),
+            true,
+            unsigned(),
+        )
+        .unwrap();
         assert_eq!(values(&h, "x-tachi-user-id"), ["5"]);
         assert_eq!(values(&h, "x-tachi-permissions"), ["a,b"]);
         assert_eq!(values(&h, "x-tachi-token-id"), ["t1"]);
@@ -290,7 +324,7 @@ pub(crate) mod tests {
     fn others_keep_their_authorization_and_get_no_identity() {
         for identity in [Identity::Guest, Identity::ForeignKey, Identity::Session(3)] {
             let mut h = inbound();
-            forward_headers(&mut h, None, "https", &identity, true).unwrap();
+            forward_headers(&mut h, None, "https", &identity, true, unsigned()).unwrap();
             assert_eq!(values(&h, "authorization"), ["Bearer k"], "{identity:?}");
             assert!(values(&h, "x-forwarded-for").is_empty(), "not over TCP");
             assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
@@ -298,7 +332,15 @@ pub(crate) mod tests {
         }
         // Without hide_credentials a key's Authorization is forwarded too.
         let mut h = inbound();
-        forward_headers(&mut h, None, "http", &keyed(KeyRecord::sample()), false).unwrap();
+        forward_headers(
+            &mut h,
+            None,
+            "http",
+            &keyed(KeyRecord::sample()),
+            false,
+            unsigned(),
+        )
+        .unwrap();
         assert_eq!(values(&h, "authorization"), ["Bearer k"]);
     }
 
@@ -307,7 +349,8 @@ pub(crate) mod tests {
         let mut record = KeyRecord::sample();
         record.token_id = "a\nb".into();
         let mut h = inbound();
-        let e = forward_headers(&mut h, None, "http", &keyed(record), true).unwrap_err();
+        let e =
+            forward_headers(&mut h, None, "http", &keyed(record), true, unsigned()).unwrap_err();
         assert!(matches!(e, ForwardError::CorruptRecord(_)), "{e}");
     }
 
@@ -318,12 +361,12 @@ pub(crate) mod tests {
             for v in sent {
                 h.append("content-length", HeaderValue::from_static(v));
             }
-            forward_headers(&mut h, None, "http", &Identity::Guest, true).unwrap();
+            forward_headers(&mut h, None, "http", &Identity::Guest, true, unsigned()).unwrap();
             assert_eq!(values(&h, "content-length"), ["5"], "{sent:?}");
         }
         let mut h = HeaderMap::new();
         h.insert("content-length", HeaderValue::from_static("12"));
-        forward_headers(&mut h, None, "http", &Identity::Guest, true).unwrap();
+        forward_headers(&mut h, None, "http", &Identity::Guest, true, unsigned()).unwrap();
         assert_eq!(values(&h, "content-length"), ["12"]);
     }
 
@@ -345,13 +388,15 @@ pub(crate) mod tests {
             "x-forwardedfor",
             "x-real-ip-not",
             "accept",
+            "X_Tachi_Identity",
+            "x-tachi-identity",
         ] {
             h.append(
                 http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 "1".parse().unwrap(),
             );
         }
-        let mut names: Vec<String> = spoofable_headers(&h)
+        let mut names: Vec<String> = spoofable_headers(&h, &ASSERTION)
             .iter()
             .map(|n| n.to_string())
             .collect();
@@ -363,13 +408,59 @@ pub(crate) mod tests {
                 "x-forwarded-for",
                 "x-forwarded-host",
                 "x-real-ip",
+                "x-tachi-identity",
                 "x-tachi-permissions",
                 "x-tachi-user-id",
                 "x_forwarded_port",
                 "x_real_ip",
+                "x_tachi_identity",
                 "x_tachi_user_id"
             ]
         );
+    }
+
+    #[test]
+    fn the_assertion_replaces_any_the_client_sent_and_only_a_key_gets_one() {
+        let signed = || Assertion {
+            header: &ASSERTION,
+            value: Some(HeaderValue::from_static("signed.by.gate")),
+        };
+        let spoofed = || {
+            let mut h = inbound();
+            h.append("x-tachi-identity", HeaderValue::from_static("forged"));
+            h.append("x_tachi_identity", HeaderValue::from_static("forged"));
+            h
+        };
+        let mut h = spoofed();
+        forward_headers(
+            &mut h,
+            None,
+            "http",
+            &keyed(KeyRecord::sample()),
+            true,
+            signed(),
+        )
+        .unwrap();
+        assert_eq!(values(&h, "x-tachi-identity"), ["signed.by.gate"]);
+        assert!(values(&h, "x_tachi_identity").is_empty());
+        // In `headers` mode, and for callers without a key, no copy survives.
+        for identity in [Identity::Guest, Identity::Session(1), Identity::ForeignKey] {
+            let mut h = spoofed();
+            forward_headers(&mut h, None, "http", &identity, true, unsigned()).unwrap();
+            assert!(values(&h, "x-tachi-identity").is_empty(), "{identity:?}");
+            assert!(values(&h, "x_tachi_identity").is_empty(), "{identity:?}");
+        }
+        let mut h = spoofed();
+        forward_headers(
+            &mut h,
+            None,
+            "http",
+            &keyed(KeyRecord::sample()),
+            true,
+            unsigned(),
+        )
+        .unwrap();
+        assert!(values(&h, "x-tachi-identity").is_empty());
     }
 
     pub(crate) fn request(version: http::Version, target: &[u8], hosts: &[&str]) -> RequestHeader {

@@ -24,7 +24,7 @@ use crate::http::io::{client_ip, is_tls, read_body, write_body, write_reply};
 use crate::http::reply::Reply;
 use crate::http::request::ApiRequest;
 use crate::telemetry;
-use forward::{edit_headers, fallback_host, forward_headers, ip_header_value};
+use forward::{edit_headers, fallback_host, forward_headers, ip_header_value, Assertion};
 
 pub mod failure;
 pub mod forward;
@@ -359,11 +359,22 @@ impl ProxyHttp for PublicProxy {
             ctx.upstream,
             &self.app.config.upstream,
         );
+        let assertion = Assertion {
+            header: &self.app.config.identity.header,
+            value: match (&self.app.assertions, &ctx.identity) {
+                (Some(signer), Identity::Key(record)) => Some(
+                    signer
+                        .for_key(record)
+                        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?,
+                ),
+                _ => None,
+            },
+        };
         edit_headers(upstream, |headers| {
             if let Some(host) = host {
                 headers.insert(http::header::HOST, host);
             }
-            forward_headers(headers, ip, proto, &ctx.identity, hide)
+            forward_headers(headers, ip, proto, &ctx.identity, hide, assertion)
         })?
         .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()).into_in())?;
         ctx.upstream_sent = Some(Instant::now());

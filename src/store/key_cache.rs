@@ -128,6 +128,7 @@ mod tests {
             permissions: vec![],
             from_client: None,
             created_on: 0,
+            memo: Default::default(),
         })
     }
 

@@ -17,8 +17,8 @@ mod sled_store;
 
 pub use commit::GroupCommit;
 pub use records::{
-    Authorization, Challenge, ClientRecord, CodeRecord, KeyRecord, MintedKey, PkceMethod,
-    Redemption,
+    Authorization, Challenge, ClientRecord, CodeRecord, KeyRecord, Memo, Memoized, MintedKey,
+    PkceMethod, Redemption,
 };
 pub use sled_store::{key_index_entries, OpenError, SledStore};
 

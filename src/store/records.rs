@@ -93,6 +93,63 @@ pub struct KeyRecord {
     pub permissions: Vec<String>,
     pub from_client: Option<String>,
     pub created_on: u64,
+    /// What the layers above derive from this record and keep with it
+    /// (the signed identity assertion): never stored.
+    #[serde(skip)]
+    pub memo: Memo,
+}
+
+/// A value derived from a key's record, kept beside the record in memory.
+///
+/// It lives exactly as long as the record the store remembers: when a
+/// revocation makes the store forget the record, the memo goes with it, so
+/// nothing derived from a revoked key outlives the revocation. It is not
+/// stored, it never makes two records differ, and a copy of a record
+/// starts without one. Reading it takes no lock that other readers share
+/// (`ArcSwap`), since every request with the key reads it.
+#[derive(Default)]
+pub struct Memo(arc_swap::ArcSwapOption<Memoized>);
+
+/// What a [`Memo`] holds.
+#[derive(Debug)]
+pub struct Memoized {
+    /// When it was made.
+    pub made: std::time::Instant,
+    /// Which generation of the deriving state made it (a signing key, say):
+    /// a memo of an older one is stale.
+    pub generation: u64,
+    pub value: http::HeaderValue,
+}
+
+impl Memo {
+    /// The memo, if one was set; a guard, so no reference count is touched.
+    pub fn get(&self) -> arc_swap::Guard<Option<std::sync::Arc<Memoized>>> {
+        self.0.load()
+    }
+
+    pub fn set(&self, memo: Memoized) {
+        self.0.store(Some(std::sync::Arc::new(memo)));
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Memo {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// A freshly made key: the secret (shown once), its digest, and its record.
@@ -137,6 +194,7 @@ impl KeyRecord {
                 permissions,
                 from_client,
                 created_on: now_ms,
+                memo: Default::default(),
             },
         }
     }
@@ -170,6 +228,7 @@ impl KeyRecord {
             permissions: vec!["a".into(), "b".into()],
             from_client: None,
             created_on: 0,
+            memo: Default::default(),
         }
     }
 }

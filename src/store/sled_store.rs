@@ -954,6 +954,7 @@ mod tests {
             permissions: vec!["submit_score".into()],
             from_client: Some(client_id.into()),
             created_on: 0,
+            memo: Default::default(),
         }
     }
 

@@ -39,7 +39,7 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
     let issuer = issuer(app, req);
     // Public clients (native apps) authenticate by their ID alone: "none".
     let auth_methods = json!(["client_secret_basic", "client_secret_post", "none"]);
-    let body = json!({
+    let mut body = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/api/v1/oauth/authorize"),
         "response_modes_supported": ["query"],
@@ -56,6 +56,10 @@ pub async fn metadata(app: &App, req: &ApiRequest) -> Reply {
         "code_challenge_methods_supported": ["S256", "plain"],
         "scopes_supported": app.config.oauth.permissions,
     });
+    if app.assertions.is_some() {
+        // The keys that verify the identity assertions sent upstream.
+        body["jwks_uri"] = json!(format!("{issuer}/.well-known/jwks.json"));
+    }
     let reply = Reply::plain(200, body);
     if app.config.public_url.is_some() {
         return reply;

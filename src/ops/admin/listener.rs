@@ -75,6 +75,12 @@ impl AdminService {
                 }
             };
         }
+        if path == "/.well-known/jwks.json" {
+            if !reads(&header.method) {
+                return Reply::method_not_allowed("GET, HEAD");
+            }
+            return crate::api::jwks::jwks(&self.app);
+        }
         let Some(rest) = path.strip_prefix("/admin") else {
             return Reply::failure(404, "Not found.");
         };

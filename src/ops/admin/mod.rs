@@ -60,6 +60,9 @@ pub enum AdminOp {
     RevokeKey(String),
     RevokeUser(u64),
     Import(ImportBatch),
+    /// Sign identity assertions with a new key; the old one stays published
+    /// until its assertions have expired.
+    RotateIdentityKey,
 }
 
 /// Percent-decodes each segment of an admin path (IDs and keys may be escaped).
@@ -128,6 +131,7 @@ impl AdminOp {
                 user.parse()
                     .map_err(|_| bad("The user must be a numeric user ID."))?,
             ),
+            ("POST", ["identity", "rotate"]) => AdminOp::RotateIdentityKey,
             ("POST", ["import"]) => AdminOp::Import(
                 serde_json::from_value(Value::Object(body))
                     .map_err(|e| bad(format!("Invalid import batch: {e}.")))?,
@@ -182,6 +186,7 @@ impl AdminOp {
                 "/admin/import".into(),
                 serde_json::to_value(batch).ok(),
             ),
+            AdminOp::RotateIdentityKey => (Method::POST, "/admin/identity/rotate".into(), None),
         }
     }
 }
@@ -310,10 +315,43 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                 );
                 Reply::success(c.summary(), serde_json::to_value(c).unwrap_or_default())
             }
+            AdminOp::RotateIdentityKey => rotate_identity_key(app),
         })
     }
     .await;
     result.unwrap_or_else(|r| r)
+}
+
+/// Rotates the identity signing key of a running gate: written to the key
+/// file first, so that a restart keeps it.
+fn rotate_identity_key(app: &App) -> Reply {
+    let Some(signer) = &app.assertions else {
+        return Reply::failure(
+            409,
+            "The gate signs no identity assertions (identity.mode is \"headers\"): there is no key to rotate.",
+        );
+    };
+    match signer.rotate() {
+        Ok(kid) => {
+            log::info!(target: "audit", "identity signing key rotated kid={kid} via=admin");
+            rotated(&kid, signer.jwks())
+        }
+        Err(e) => {
+            log::error!("rotating the identity signing key failed: {e}");
+            Reply::failure(
+                500,
+                "The new signing key could not be saved; the old one is still in use.",
+            )
+        }
+    }
+}
+
+/// The answer to a rotation: the new key's ID and the keys published now.
+pub fn rotated(kid: &str, jwks: Value) -> Reply {
+    Reply::success(
+        format!("Signing identity assertions with key {kid}; the previous key stays published until its assertions have expired."),
+        json!({"kid": kid, "jwks": jwks}),
+    )
 }
 
 #[cfg(test)]
@@ -356,5 +394,6 @@ mod tests {
         round_trip(AdminOp::RevokeKey("abc".into()));
         round_trip(AdminOp::RevokeUser(9));
         round_trip(AdminOp::Import(ImportBatch::default()));
+        round_trip(AdminOp::RotateIdentityKey);
     }
 }

@@ -178,6 +178,7 @@ mod tests {
                 permissions: vec![],
                 from_client: Some("CI1".into()),
                 created_on: 0,
+                memo: Default::default(),
             },
             now_ms: 5,
         }
