@@ -121,6 +121,17 @@ mod tests {
         }
     }
 
+    #[test]
+    fn no_identity_header_can_carry_the_assertion() {
+        for h in IDENTITY_HEADERS {
+            let e = crate::config::Config::from_toml_offline(&format!(
+                "[identity]\nheader = \"{h}\"\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().starts_with("identity.header: "), "{h}: {e}");
+        }
+    }
+
     /// The headers set, as (name, value) pairs.
     fn listed(h: IdentityHeaders) -> Vec<(String, HeaderValue)> {
         h.into_iter()

@@ -15,6 +15,7 @@ mod crash;
 mod gate;
 mod hardening;
 mod hostile;
+mod identity;
 mod lifecycle;
 mod metrics;
 mod oauth;

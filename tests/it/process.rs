@@ -372,6 +372,18 @@ async fn start_up_problems_are_one_clear_line() {
     );
     assert!(e.contains("upgrade_sock"), "{e}");
 
+    // Signing keys that cannot be used: a key file that is not one.
+    let keys = write("keys.json", "{\"keys\": \"none\"}");
+    let jwt = write(
+        "jwt.toml",
+        &format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"\"\npublic_url = \"https://gate.example\"\n[identity]\nmode = \"jwt\"\nkey_file = \"{keys}\"\n"),
+    );
+    let e = refuses(&["--config", &jwt, "--data", &store], d);
+    assert!(
+        e.contains("identity.key_file") && e.contains("keys.json"),
+        "{e}"
+    );
+
     // A listen address already taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();

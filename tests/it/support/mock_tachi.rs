@@ -39,6 +39,8 @@ struct State {
     /// Lower-case name → (user, authLevel).
     users: Mutex<HashMap<String, (u64, u64)>>,
     banned: Mutex<Vec<u64>>,
+    /// Every request answered, of any path.
+    requests: AtomicUsize,
     status_calls: Arc<AtomicUsize>,
     last_status_headers: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -109,6 +111,11 @@ impl MockTachi {
         self.state.banned.lock().unwrap().push(user);
     }
 
+    /// How many requests it has answered, of any path.
+    pub fn hits(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
     /// Stops listening and drops every open connection.
     pub fn stop(&mut self) {
         let _ = self.stop.send(true);
@@ -164,6 +171,7 @@ async fn answer(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
