@@ -109,9 +109,9 @@ wait_port() {
     exit 1
 }
 
-# bench_key: creates one key in the store $work/store and prints it.
+# bench_key [STORE=$work/store]: creates one key in that store and prints it.
 bench_key() {
-    "$gate" --data "$work/store" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
+    "$gate" --data "${1:-$work/store}" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
         | sed -n 's/.*"token": "\([0-9a-f]*\)".*/\1/p'
 }
 

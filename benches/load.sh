@@ -7,10 +7,13 @@
 #   s) at one worker only: b on Pingora's default, work-stealing runtime
 #   c) nginx as a reverse proxy with auth_request to a separate auth endpoint
 #   d) tachi-gate, guest request      e) tachi-gate, valid Bearer key
+#   j) e with a signed identity assertion ([identity] mode = "jwt"), from a
+#      second gate process on its own store
 #   f) tachi-gate, invalid key (401s)
 # at 1 and 2 workers each, with the same connection count. Prints requests/s
-# and p50/p99 latency (medians over rounds) and the ratios e/b and e/c, both
-# as ratios of those medians and as medians of the ratios within each round.
+# and p50/p99 latency (medians over rounds) and the ratios e/b, e/c and j/e,
+# both as ratios of those medians and as medians of the ratios within each
+# round.
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN=5] [ROUNDS=3]
 #   CONNS=32 to change connections, WORKERS="1 2" to change the worker counts run
@@ -24,12 +27,13 @@ worker_counts=${WORKERS:-1 2}
 . benches/common.sh
 bench_setup wrk nginx
 
-UP=18081 AUTH=18082 NGX=18083 PP=18084 GATE=18085 PS=18086
+UP=18081 AUTH=18082 NGX=18083 PP=18084 GATE=18085 PS=18086 GATEJ=18087
 upstream_nginx $UP
 wait_port $UP
 
-# One key in a fresh store.
-key=$(bench_key)
+# One key in a fresh store, and one in the jwt gate's.
+key=$(bench_key "$work/store")
+jkey=$(bench_key "$work/store-jwt")
 nginx_conf auth 1 "$(auth_server $AUTH "$key")"
 wait_port $AUTH
 
@@ -55,16 +59,19 @@ printf "%-8s %-34s %12s %10s %10s\n" workers configuration "requests/s" "p50 µs
 for workers in $worker_counts; do
     nginx_conf "proxy$workers" "$workers" "$(auth_proxy $NGX $UP $AUTH)"
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" "$workers" >/dev/null 2>&1 & pids+=($!)
-    names=(a b c d e f)
+    names=(a b c d e j f)
     # With more than one worker the gate steals work too, and s would be b.
     if [ "$workers" = 1 ]; then
         "$passthrough" "127.0.0.1:$PS" "127.0.0.1:$UP" 1 steal >/dev/null 2>&1 & pids+=($!)
         wait_port $PS
-        names=(a b s c d e f)
+        names=(a b s c d e j f)
     fi
     gate_conf "$workers"
     "$gate" --config "$work/gate.toml" --listen "127.0.0.1:$GATE" --upstream "127.0.0.1:$UP" --data "$work/store" >/dev/null 2>&1 & pids+=($!)
-    wait_port $NGX; wait_port $PP; wait_port $GATE
+    sed "s|^\[server\]\$|[server]\npublic_url = \"http://127.0.0.1:$GATEJ\"|" "$work/gate.toml" >"$work/gate-jwt.toml"
+    printf '[identity]\nmode = "jwt"\n' >>"$work/gate-jwt.toml"
+    "$gate" --config "$work/gate-jwt.toml" --listen "127.0.0.1:$GATEJ" --upstream "127.0.0.1:$UP" --data "$work/store-jwt" >/dev/null 2>&1 & pids+=($!)
+    wait_port $NGX; wait_port $PP; wait_port $GATE; wait_port $GATEJ
 
     declare -A rps p50 p99
     for n in "${names[@]}"; do rps[$n]=""; p50[$n]=""; p99[$n]=""; done
@@ -77,6 +84,7 @@ for workers in $worker_counts; do
                 c) r=$(run "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key") ;;
                 d) r=$(run "http://127.0.0.1:$GATE/x") ;;
                 e) r=$(run "http://127.0.0.1:$GATE/x" "Authorization: Bearer $key") ;;
+                j) r=$(run "http://127.0.0.1:$GATEJ/x" "Authorization: Bearer $jkey") ;;
                 f) r=$(run "http://127.0.0.1:$GATE/x" "Authorization: Bearer 0000000000000000000000000000000000000000") ;;
             esac
             read -r a1 a2 a3 <<<"$r"
@@ -84,14 +92,14 @@ for workers in $worker_counts; do
         done
     done
     declare -A med
-    declare -A label=([a]="a) upstream directly" [b]="b) bare Pingora passthrough" [s]="s) b, work-stealing runtime" [c]="c) nginx + auth_request" [d]="d) tachi-gate, guest" [e]="e) tachi-gate, valid key" [f]="f) tachi-gate, invalid key (401)")
+    declare -A label=([a]="a) upstream directly" [b]="b) bare Pingora passthrough" [s]="s) b, work-stealing runtime" [c]="c) nginx + auth_request" [d]="d) tachi-gate, guest" [e]="e) tachi-gate, valid key" [j]="j) e, identity jwt" [f]="f) tachi-gate, invalid key (401)")
     for n in "${names[@]}"; do
         med[$n]=$(tr ' ' '\n' <<<"${rps[$n]}" | grep . | median)
         printf "%-8s %-34s %12s %10s %10s\n" "$workers" "${label[$n]}" "${med[$n]}" \
             "$(tr ' ' '\n' <<<"${p50[$n]}" | grep . | median)" "$(tr ' ' '\n' <<<"${p99[$n]}" | grep . | median)"
     done
-    awk -v e="${med[e]}" -v b="${med[b]}" -v c="${med[c]}" -v w="$workers" \
-        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   (ratios of the medians)\n", w, e/b, e/c }'
+    awk -v e="${med[e]}" -v b="${med[b]}" -v c="${med[c]}" -v j="${med[j]}" -v w="$workers" \
+        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   j/e = %.3f   (ratios of the medians)\n", w, e/b, e/c, j/e }'
     # The same ratios taken within each round, where the runs compared are
     # seconds apart, then their median: less moved by the machine's speed
     # drifting from round to round.
@@ -99,8 +107,8 @@ for workers in $worker_counts; do
         paste -d' ' <(tr ' ' '\n' <<<"${rps[$1]}" | grep .) <(tr ' ' '\n' <<<"${rps[$2]}" | grep .) |
             awk '{ printf "%.4f\n", $1 / $2 }' | median
     }
-    awk -v eb="$(paired e b)" -v ec="$(paired e c)" -v w="$workers" \
-        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   (medians of the ratios within each round)\n", w, eb, ec }'
+    awk -v eb="$(paired e b)" -v ec="$(paired e c)" -v je="$(paired j e)" -v w="$workers" \
+        'BEGIN { printf "%-8s e/b = %.2f   e/c = %.2f   j/e = %.3f   (medians of the ratios within each round)\n", w, eb, ec, je }'
     if [ -n "${rps[s]:-}" ]; then
         awk -v bs="$(paired b s)" -v w="$workers" \
             'BEGIN { printf "%-8s b/s = %.2f   (the single-thread runtime against work stealing, within each round)\n", w, bs }'
