@@ -14,11 +14,11 @@
  * This file imports nothing from Tachi (only jose and Node's crypto), so it
  * can be tested alone; Tachi's middleware/auth.ts calls it in a few lines.
  */
-import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify } from "jose";
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify } from "jose";
 import { createPublicKey } from "crypto";
 import fs from "fs";
-import type { JSONWebKeySet, JWTPayload, JWTVerifyGetKey } from "jose";
 import type { KeyObject } from "crypto";
+import type { JSONWebKeySet, JWTPayload, JWTVerifyGetKey } from "jose";
 
 /** What the gate's [identity] section says, as the server sees it. */
 export interface GateIdentityConfig {
@@ -70,13 +70,15 @@ export interface GateAuth {
 	fromAPIClient: string | null;
 }
 
+/**
+ * absent: no assertion, the request was not made with a gate key; fall through
+ * to Tachi's own logic. refused: an assertion that does not verify (401), or
+ * the gate's keys could not be fetched (503). valid: the caller is auth.
+ */
 export type GateIdentityResult =
-	/** No assertion: the request was not made with a gate key. Fall through to Tachi's own logic. */
 	| { kind: "absent" }
-	/** A valid assertion: the caller is auth. */
-	| { kind: "valid"; auth: GateAuth; claims: JWTPayload }
-	/** An assertion that does not verify (401), or the gate's keys could not be fetched (503). */
-	| { kind: "refused"; status: 401 | 503; description: string };
+	| { kind: "refused"; status: 401 | 503; description: string }
+	| { kind: "valid"; auth: GateAuth; claims: JWTPayload };
 
 /** Request headers as Node gives them (Express's req.headers). */
 export type RequestHeaders = Record<string, Array<string> | string | undefined>;
@@ -95,9 +97,11 @@ const JWKS_TIMEOUT_MS = 5000;
 
 const ABSENT: GateIdentityResult = { kind: "absent" };
 
-// Raised by the key source when the keys could not be had at all (the JWKS
-// fetch failed), as opposed to an assertion that names no key we hold.
-class KeysUnavailable extends Error {}
+// The code of the error the key source raises when the keys could not be had
+// at all (the JWKS fetch failed), as opposed to an assertion that names no key
+// we hold. Errors are told apart by code, as jose's own carry one: instanceof
+// fails across two copies of a module.
+const KEYS_UNAVAILABLE = "ERR_TACHI_GATE_KEYS_UNAVAILABLE";
 
 /**
  * Makes the check for a configuration. Problems with the configuration itself
@@ -108,7 +112,9 @@ export function CreateGateIdentityCheck(config: GateIdentityConfig): GateIdentit
 	const issuer = config.issuer;
 
 	if (!IsHttpURL(issuer)) {
-		throw new Error(`tachi-gate identity: the issuer must be the gate's http(s) public URL (got "${issuer}").`);
+		throw new Error(
+			`tachi-gate identity: the issuer must be the gate's http(s) public URL (got "${issuer}").`
+		);
 	}
 
 	const audience = config.audience ?? DEFAULT_AUDIENCE;
@@ -116,7 +122,9 @@ export function CreateGateIdentityCheck(config: GateIdentityConfig): GateIdentit
 	const clockTolerance = config.clockToleranceSecs ?? DEFAULT_CLOCK_TOLERANCE_SECS;
 
 	if (!Number.isFinite(clockTolerance) || clockTolerance < 0) {
-		throw new Error(`tachi-gate identity: the clock tolerance must be a number of seconds (got ${clockTolerance}).`);
+		throw new Error(
+			`tachi-gate identity: the clock tolerance must be a number of seconds (got ${clockTolerance}).`
+		);
 	}
 
 	if (config.jwksUrl !== undefined && config.publicKey !== undefined) {
@@ -148,10 +156,18 @@ export function CreateGateIdentityCheck(config: GateIdentityConfig): GateIdentit
 				algorithms: ["EdDSA"],
 				typ: "JWT",
 				clockTolerance,
-				requiredClaims: ["sub", "iat", "exp", "jti", "permissions", "identifier", "token_id"],
+				requiredClaims: [
+					"sub",
+					"iat",
+					"exp",
+					"jti",
+					"permissions",
+					"identifier",
+					"token_id",
+				],
 			}));
 		} catch (err) {
-			if (err instanceof KeysUnavailable) {
+			if (ErrorCode(err) === KEYS_UNAVAILABLE) {
 				return {
 					kind: "refused",
 					status: 503,
@@ -163,7 +179,7 @@ export function CreateGateIdentityCheck(config: GateIdentityConfig): GateIdentit
 		}
 
 		// jose checks iat's type but not that it is in the past.
-		if ((payload.iat as number) > Date.now() / 1000 + clockTolerance) {
+		if (typeof payload.iat !== "number" || payload.iat > Date.now() / 1000 + clockTolerance) {
 			return Refused(401, "issued in the future");
 		}
 
@@ -202,7 +218,9 @@ export function GateIdentityFromEnv(env: Record<string, string | undefined>): Ga
 
 	if (publicKeyFile !== undefined) {
 		if (publicKey !== undefined) {
-			throw new Error("tachi-gate identity: set TACHI_GATE_PUBLIC_KEY or TACHI_GATE_PUBLIC_KEY_FILE, not both.");
+			throw new Error(
+				"tachi-gate identity: set TACHI_GATE_PUBLIC_KEY or TACHI_GATE_PUBLIC_KEY_FILE, not both."
+			);
 		}
 
 		publicKey = fs.readFileSync(publicKeyFile, "utf-8");
@@ -231,7 +249,11 @@ export function ClaimsToAuth(payload: JWTPayload): GateAuth | string {
 	const clientID = payload.client_id;
 
 	// Tachi's user IDs are positive integers; the gate writes them in decimal.
-	if (typeof sub !== "string" || !/^[1-9][0-9]{0,15}$/u.test(sub) || !Number.isSafeInteger(Number(sub))) {
+	if (
+		typeof sub !== "string" ||
+		!/^[1-9][0-9]{0,15}$/u.test(sub) ||
+		!Number.isSafeInteger(Number(sub))
+	) {
 		return "sub is not a user ID";
 	}
 
@@ -271,47 +293,47 @@ function Refused(status: 401, reason: string): GateIdentityResult {
 	};
 }
 
+function ErrorCode(err: unknown) {
+	const code = (err as { code?: unknown } | null)?.code;
+
+	return typeof code === "string" ? code : undefined;
+}
+
 function DescribeFailure(err: unknown): string {
-	if (err instanceof errors.JWTExpired) {
-		return "expired";
-	}
+	switch (ErrorCode(err)) {
+		case "ERR_JWT_EXPIRED":
+			return "expired";
+		case "ERR_JWT_CLAIM_VALIDATION_FAILED": {
+			const { claim, reason } = err as { claim: string; reason: string };
 
-	if (err instanceof errors.JWTClaimValidationFailed) {
-		if (err.reason === "missing") {
-			return `no ${err.claim} claim`;
+			if (reason === "missing") {
+				return `no ${claim} claim`;
+			}
+
+			switch (claim) {
+				case "iss":
+					return "another issuer";
+				case "aud":
+					return "another audience";
+				case "nbf":
+					return "not yet valid";
+				case "typ":
+					return "not a JWT";
+				default:
+					return `bad ${claim} claim`;
+			}
 		}
 
-		switch (err.claim) {
-			case "iss":
-				return "another issuer";
-			case "aud":
-				return "another audience";
-			case "nbf":
-				return "not yet valid";
-			case "typ":
-				return "not a JWT";
-			default:
-				return `bad ${err.claim} claim`;
-		}
+		case "ERR_JOSE_ALG_NOT_ALLOWED":
+			return "algorithm not allowed";
+		case "ERR_JWS_SIGNATURE_VERIFICATION_FAILED":
+			return "bad signature";
+		case "ERR_JWKS_NO_MATCHING_KEY":
+		case "ERR_JWKS_MULTIPLE_MATCHING_KEYS":
+			return "signed with a key the gate does not publish";
+		default:
+			return "malformed";
 	}
-
-	if (err instanceof errors.JOSEAlgNotAllowed) {
-		return "algorithm not allowed";
-	}
-
-	if (err instanceof errors.JWSSignatureVerificationFailed) {
-		return "bad signature";
-	}
-
-	if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) {
-		return "signed with a key the gate does not publish";
-	}
-
-	if (err instanceof errors.JOSEError) {
-		return "malformed";
-	}
-
-	return "unreadable";
 }
 
 function RemoteKeys(url: string): JWTVerifyGetKey {
@@ -329,15 +351,17 @@ function RemoteKeys(url: string): JWTVerifyGetKey {
 		try {
 			return await remote(protectedHeader, token);
 		} catch (err) {
-			if (err instanceof errors.JWKSMultipleMatchingKeys) {
+			const code = ErrorCode(err);
+
+			if (code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS") {
 				throw err;
 			}
 
-			if (!(err instanceof errors.JWKSNoMatchingKey)) {
+			if (code !== "ERR_JWKS_NO_MATCHING_KEY") {
 				// The keys could not be had: the fetch failed (network, timeout, an
 				// answer that is not a JWKS) or the gate published a key that cannot
 				// be read. Nothing is known about the assertion yet.
-				throw new KeysUnavailable(err instanceof Error ? err.message : String(err));
+				throw Object.assign(new Error(String(err)), { code: KEYS_UNAVAILABLE });
 			}
 
 			// The gate may have rotated its key since the JWKS was last fetched,
@@ -369,7 +393,11 @@ function StaticKeys(text: string): JWTVerifyGetKey {
 		throw new Error("tachi-gate identity: the public key is neither a JWK, a JWKS nor a PEM.");
 	}
 
-	if (typeof parsed === "object" && parsed !== null && Array.isArray((parsed as { keys?: unknown }).keys)) {
+	if (
+		typeof parsed === "object" &&
+		parsed !== null &&
+		Array.isArray((parsed as { keys?: unknown }).keys)
+	) {
 		const set = parsed as { keys: Array<Record<string, unknown>> };
 
 		// Check every key now, rather than on the first request that names it.
@@ -380,7 +408,9 @@ function StaticKeys(text: string): JWTVerifyGetKey {
 		return createLocalJWKSet(parsed as JSONWebKeySet);
 	}
 
-	const key = Ed25519Key(() => createPublicKey({ key: parsed as Record<string, unknown>, format: "jwk" }));
+	const key = Ed25519Key(() =>
+		createPublicKey({ key: parsed as Record<string, unknown>, format: "jwk" })
+	);
 
 	return () => key;
 }
@@ -391,12 +421,14 @@ function Ed25519Key(make: () => KeyObject): KeyObject {
 	try {
 		key = make();
 	} catch (err) {
-		throw new Error(`tachi-gate identity: the public key cannot be read (${(err as Error).message}).`);
+		throw new Error(`tachi-gate identity: the public key cannot be read (${String(err)}).`);
 	}
 
 	if (key.asymmetricKeyType !== "ed25519") {
 		throw new Error(
-			`tachi-gate identity: the public key must be Ed25519 (got ${key.asymmetricKeyType ?? key.type}).`
+			`tachi-gate identity: the public key must be Ed25519 (got ${
+				key.asymmetricKeyType ?? key.type
+			}).`
 		);
 	}
 
