@@ -22,7 +22,7 @@ import type { JSONWebKeySet, JWTPayload, JWTVerifyGetKey } from "jose";
 
 /** What the gate's [identity] section says, as the server sees it. */
 export interface GateIdentityConfig {
-	/** The gate's server.public_url, exactly as configured: the assertion's iss. */
+	/** The gate's server.public_url: the assertion's iss (a trailing "/" is ignored). */
 	issuer: string;
 
 	/** The gate's [identity] audience. Default "tachi". */
@@ -109,7 +109,8 @@ const KEYS_UNAVAILABLE = "ERR_TACHI_GATE_KEYS_UNAVAILABLE";
  * here, so that a server fails at start-up rather than on its first request.
  */
 export function CreateGateIdentityCheck(config: GateIdentityConfig): GateIdentityCheck {
-	const issuer = config.issuer;
+	// The gate sends server.public_url without a trailing "/".
+	const issuer = config.issuer.replace(/\/+$/u, "");
 
 	if (!IsHttpURL(issuer)) {
 		throw new Error(
@@ -133,7 +134,7 @@ export function CreateGateIdentityCheck(config: GateIdentityConfig): GateIdentit
 
 	const getKey =
 		config.publicKey === undefined
-			? RemoteKeys(config.jwksUrl ?? `${issuer.replace(/\/+$/u, "")}/.well-known/jwks.json`)
+			? RemoteKeys(config.jwksUrl ?? `${issuer}/.well-known/jwks.json`)
 			: StaticKeys(config.publicKey);
 
 	return async (headers) => {

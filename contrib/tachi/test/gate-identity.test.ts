@@ -184,6 +184,12 @@ describe("with a configured public key", () => {
 		AssertRefused(await check(Headers(await Sign(gate, { iss: `${ISSUER}/` }))), 401, /issuer/u);
 	});
 
+	test("a configured issuer's trailing slash is ignored, as the gate leaves it out", async () => {
+		const slash = CreateGateIdentityCheck({ issuer: `${ISSUER}/`, publicKey: JSON.stringify(gate.jwk) });
+
+		assert.equal((await slash(Headers(await Sign(gate)))).kind, "valid");
+	});
+
 	test("alg none: refused", async () => {
 		const token = `${B64({ alg: "none", typ: "JWT" })}.${B64(Claims(await Sign(gate)))}.`;
 
@@ -341,7 +347,7 @@ describe("with the JWKS fetched from the gate", () => {
 	});
 
 	test("the default JWKS URL is the issuer's /.well-known/jwks.json", async () => {
-		const issuer = url.replace("/.well-known/jwks.json", "/");
+		const issuer = url.replace("/.well-known/jwks.json", "");
 		const check = CreateGateIdentityCheck({ issuer });
 
 		assert.equal((await check(Headers(await Sign(first, { iss: issuer })))).kind, "valid");
