@@ -203,7 +203,6 @@ impl KeyFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(path, e)),
         };
-        warn_if_readable_by_others(path);
         let file: KeyFile = serde_json::from_str(&text).map_err(|e| KeyringError::Invalid {
             path: path.display().to_string(),
             reason: format!("not a key file ({e})"),
@@ -268,8 +267,9 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Private keys readable by other users are worth a warning, not a refusal:
-/// secret mounts (Kubernetes' among them) often give files mode 0644.
-fn warn_if_readable_by_others(path: &Path) {
+/// secret mounts (Kubernetes' among them) often give files mode 0644. Said
+/// when a gate starts and when a command rotates, not at each re-read.
+pub fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -96,7 +96,10 @@ impl Assertions {
             .to_string();
         let path = config.key_file.clone();
         let file = match KeyFile::read(&path).map_err(|e| e.to_string())? {
-            Some(f) => f,
+            Some(f) => {
+                keyring::warn_if_readable_by_others(&path);
+                f
+            }
             None => {
                 let f = KeyFile::new(unix_now())?;
                 f.write(&path).map_err(|e| e.to_string())?;
@@ -220,6 +223,7 @@ pub fn rotate_file(config: &IdentityConfig) -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .map(Ok)
         .unwrap_or_else(|| KeyFile::new(unix_now()))?;
+    keyring::warn_if_readable_by_others(path);
     let kid = file.rotate(unix_now(), config.ttl.as_secs())?;
     file.check()
         .map_err(|e| format!("identity.key_file {}: {e}", path.display()))?;
