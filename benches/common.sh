@@ -33,6 +33,15 @@ bench_install() {
     fi
 }
 
+# bench_lua: installs Debian's Lua module for nginx (for kong_like) if missing.
+bench_lua() {
+    [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libnginx-mod-http-lua >/dev/null
+}
+
 bench_cleanup() {
     local p c
     for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
@@ -91,6 +100,59 @@ auth_proxy() {
             location = /auth { internal; proxy_http_version 1.1; proxy_set_header Connection \"\";
                 proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_pass http://auth; }
         }"
+}
+
+# The Lua module's two dynamic modules (Debian's libnginx-mod-http-lua),
+# for the main context of a config that uses kong_like.
+KONG_MODULES="load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+
+# kong_like PORT UPSTREAM-PORT KEY: the http block of k, a stand-in for
+# Kong's key-auth on OpenResty: nginx with an access_by_lua check that looks
+# the Bearer key's SHA-256 up in a lua_shared_dict filled at start (as Kong
+# caches its consumers), answers unknown keys 401 in JSON, and sets the
+# identity headers the gate sets (dropping Authorization), with a
+# kept-alive upstream. SHA-256 is OpenSSL's, through LuaJIT's FFI, as
+# lua-resty-string does it.
+kong_like() {
+    cat <<BLOCK
+    lua_shared_dict keys 1m;
+    init_by_lua_block {
+        local ffi = require "ffi"
+        ffi.cdef[[ unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md); ]]
+        local md = ffi.new("unsigned char[32]")
+        function sha256(s)
+            ffi.C.SHA256(s, #s, md)
+            return ffi.string(md, 32)
+        end
+        ngx.shared.keys:set(sha256("$3"), "1\tsubmit_score\t\tbench-token")
+    }
+    upstream up { server 127.0.0.1:$2; keepalive 64; }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            access_by_lua_block {
+                local auth = ngx.var.http_authorization
+                local key = auth and auth:match("^Bearer (%x+)\$")
+                local found = key and ngx.shared.keys:get(sha256(key))
+                if not found then
+                    ngx.status = 401
+                    ngx.header["Content-Type"] = "application/json"
+                    ngx.print('{"success":false,"description":"The provided API token does not correspond with any key in the database."}')
+                    return ngx.exit(401)
+                end
+                local user, perms, client, token = found:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\$")
+                ngx.req.set_header("X-Tachi-User-ID", user)
+                ngx.req.set_header("X-Tachi-Permissions", perms)
+                if client ~= "" then ngx.req.set_header("X-Tachi-Client-ID", client)
+                else ngx.req.clear_header("X-Tachi-Client-ID") end
+                ngx.req.set_header("X-Tachi-Token-ID", token)
+                ngx.req.clear_header("Authorization")
+            }
+            proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://up;
+        }
+    }
+BLOCK
 }
 
 # upstream_nginx PORT: the fast upstream, one nginx worker answering a small JSON.

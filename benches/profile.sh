@@ -10,6 +10,12 @@
 #       default), which b leaves unset: Pingora's own cost for that timer
 #   c) nginx with auth_request, as in benches/load.sh: its proxy process,
 #      and with its auth endpoint's process added (c+)
+#   k) the Kong-like peer of benches/load.sh (nginx + Lua key-auth)
+#   ej) e with the signed identity assertion ([identity] mode = "jwt")
+#   en) e with CORS off (server.cors_origins = []; e has the default, on)
+#
+# and the instruction budget: e/b at most 1.10, and each optional feature
+# at most 1.02 over the same gate without it (ej/e, e/en).
 #
 # Usage: benches/profile.sh [SECONDS=6]
 # Leaves the callgrind files in $KEEP (if set) for callgrind_annotate.
@@ -19,16 +25,22 @@ secs=${1:-6}
 
 . benches/common.sh
 bench_setup wrk nginx valgrind
+bench_lua
 
 # With KEEP set, the callgrind files outlive the scratch directory.
 bench_on_exit() {
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/ 2>/dev/null || true; fi
 }
 
-UP=18091 AUTH=18092 NGX=18093 PP=18094 GATE=18095 PT=18096
+UP=18091 AUTH=18092 NGX=18093 PP=18094 GATE=18095 PT=18096 GJ=18097 GN=18098 KNG=18099
 upstream_nginx $UP
 key=$(bench_key)
+jkey=$(bench_key "$work/store-jwt")
+nkey=$(bench_key "$work/store-nocors")
 gate_conf 1
+sed "s|^\[server\]\$|[server]\npublic_url = \"http://127.0.0.1:$GJ\"|" "$work/gate.toml" >"$work/gate-jwt.toml"
+printf '[identity]\nmode = "jwt"\n' >>"$work/gate-jwt.toml"
+sed "s|^\[server\]\$|[server]\ncors_origins = []|" "$work/gate.toml" >"$work/gate-nocors.toml"
 
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.passthrough.%p" \
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" 1 >/dev/null 2>&1 & pids+=($!)
@@ -44,8 +56,19 @@ for n in cauth cproxy; do
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n.%p" \
         nginx -c "$work/nginx-$n.conf" >/dev/null 2>&1 & pids+=($!)
 done
+# pids 5 to 7: the gates with one optional feature changed, and k.
+for g in "jwt $GJ" "nocors $GN"; do
+    read -r name port <<<"$g"
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.gate-$name.%p" \
+        "$gate" --config "$work/gate-$name.toml" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP" \
+        --data "$work/store-$name" >/dev/null 2>&1 & pids+=($!)
+done
+nginx_conf_write kong 1 "$(kong_like $KNG $UP "$key")" "$KONG_MODULES
+daemon off; master_process off;"
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.kong.%p" \
+    nginx -c "$work/nginx-kong.conf" >/dev/null 2>&1 & pids+=($!)
 # Under valgrind start-up is slow (the first run of a new build reads its debug info).
-wait_port $PP 300; wait_port $PT 300; wait_port $GATE 300; wait_port $AUTH 300; wait_port $NGX 300
+for p in $PP $PT $GATE $AUTH $NGX $GJ $GN $KNG; do wait_port "$p" 300; done
 
 # One measurement: zero the counters of the processes in $1 (a
 # comma-separated list), run wrk, dump; prints their Ir/request, summed.
@@ -74,15 +97,23 @@ bt=$(measure "${pids[1]}" bt "http://127.0.0.1:$PT/x")
 d=$(measure "${pids[2]}" d "http://127.0.0.1:$GATE/x")
 e=$(measure "${pids[2]}" e "http://127.0.0.1:$GATE/x" "Authorization: Bearer $key")
 f=$(measure "${pids[2]}" f "http://127.0.0.1:$GATE/x" "Authorization: Bearer 0000000000000000000000000000000000000000")
+ej=$(measure "${pids[5]}" ej "http://127.0.0.1:$GJ/x" "Authorization: Bearer $jkey")
+en=$(measure "${pids[6]}" en "http://127.0.0.1:$GN/x" "Authorization: Bearer $nkey")
+k=$(measure "${pids[7]}" k "http://127.0.0.1:$KNG/x" "Authorization: Bearer $key")
 c=$(measure "${pids[4]}" c "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key")
 cplus=$(measure "${pids[4]},${pids[3]}" cplus "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key")
 printf "%-34s %22s\n" configuration "instructions/request"
 printf "%-34s %22s\n" "b) bare Pingora passthrough" "$b" "b') b with a read timeout" "$bt" \
     "d) tachi-gate, guest" "$d" \
-    "e) tachi-gate, valid key" "$e" "f) tachi-gate, invalid key (401)" "$f" \
-    "c) nginx + auth_request, proxy" "$c" "c+) c's proxy and auth endpoint" "$cplus"
+    "e) tachi-gate, valid key" "$e" "ej) e, identity jwt" "$ej" "en) e, CORS off" "$en" \
+    "f) tachi-gate, invalid key (401)" "$f" \
+    "c) nginx + auth_request, proxy" "$c" "c+) c's proxy and auth endpoint" "$cplus" \
+    "k) Kong-like: nginx + Lua key-auth" "$k"
 awk -v b="$b" -v bt="$bt" -v d="$d" -v e="$e" 'BEGIN {
     printf "d/b = %.2f   e/b = %.2f   (b/e = %.2f)\n", d/b, e/b, b/e
     printf "e/b\x27 = %.2f   (b\x27/e = %.2f)\n", e/bt, bt/e }'
 awk -v b="$b" -v c="$c" -v cp="$cplus" -v e="$e" 'BEGIN {
     printf "e/c = %.2f   e/c+ = %.2f   b/c = %.2f   b/c+ = %.2f\n", e/c, e/cp, b/c, b/cp }'
+awk -v b="$b" -v e="$e" -v ej="$ej" -v en="$en" -v k="$k" 'BEGIN {
+    printf "e/k = %.2f\n", e/k
+    printf "budget: e/b = %.3f (at most 1.10)   ej/e = %.3f (at most 1.02)   e/en = %.3f (at most 1.02)\n", e/b, ej/e, e/en }'
