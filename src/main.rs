@@ -57,6 +57,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Move clients and keys between stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Import Tachi's api-clients and api-tokens collections (mongoexport files).
     Import {
         /// The api-clients export.
@@ -77,6 +80,20 @@ enum IdentityCommand {
     /// its assertions have expired. Without --admin this rewrites the key
     /// file, which running gates read again within a second.
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy every client and key from one store to another, adding only
+    /// what the other lacks (run it again at no harm); prints the counts.
+    Copy {
+        /// A sled store's directory or a postgres:// URL.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        from: String,
+        /// A sled store's directory or a postgres:// URL.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,7 +180,9 @@ fn client_fields(c: NewClient) -> (u64, Map<String, Value>) {
 /// The admin operation a command asks for.
 fn operation(command: Command, config: &Config) -> Result<AdminOp, String> {
     Ok(match command {
-        Command::Serve { .. } => return Err("serve is not an operator command".into()),
+        Command::Serve { .. } | Command::Store(_) => {
+            return Err("not an admin API operation".into())
+        }
         Command::Clients(ClientsCommand::List { author }) => AdminOp::ListClients { author },
         Command::Clients(ClientsCommand::Create(c)) => {
             let (author, fields) = client_fields(c);
@@ -280,10 +299,18 @@ fn main() -> ExitCode {
         None => serve(config, false),
         Some(Command::Serve { upgrade }) => serve(config, upgrade),
         Some(command) => {
-            let outcome = operation(command, &config).and_then(|op| match &cli.admin {
-                Some(url) => cli::run_remote(url, std::env::var("TACHI_GATE_ADMIN_TOKEN").ok(), op),
-                None => cli::run_direct(config, op),
-            });
+            let outcome = match command {
+                Command::Store(StoreCommand::Copy { from, to }) => cli::copy_store(
+                    &cli::StoreLocation::parse(&from),
+                    &cli::StoreLocation::parse(&to),
+                ),
+                command => operation(command, &config).and_then(|op| match &cli.admin {
+                    Some(url) => {
+                        cli::run_remote(url, std::env::var("TACHI_GATE_ADMIN_TOKEN").ok(), op)
+                    }
+                    None => cli::run_direct(config, op),
+                }),
+            };
             match outcome {
                 Ok((description, body)) => {
                     eprintln!("{description}");

@@ -14,12 +14,12 @@ use pingora::services::background::{background_service, BackgroundService, GenBa
 use pingora::services::listening::Service;
 
 use crate::app::App;
-use crate::config::{Config, TlsConfig};
+use crate::config::{Config, StoreBackend, TlsConfig};
 use crate::listener::deadline::HeadDeadline;
 use crate::listener::proxy_protocol::ProxyProtocol;
 use crate::ops::admin::listener::AdminService;
 use crate::proxy::PublicProxy;
-use crate::store::{now_ms, OpenError, SledStore, Store, StoreError};
+use crate::store::{now_ms, OpenError, PgOpenError, PgStore, SledStore, Store, StoreError};
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::http::v2::server::default_h2_options;
 
@@ -29,6 +29,8 @@ use pingora::protocols::http::v2::server::default_h2_options;
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error(transparent)]
+    Postgres(#[from] PgOpenError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -51,13 +53,13 @@ pub enum StartError {
 /// A gate ready to run.
 pub struct Gate {
     server: Server,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
 }
 
 /// Removes codes whose time is up, so the store does not grow with every
 /// abandoned authorisation. Expiry is also checked on every read.
 struct CodeSweeper {
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     every: Duration,
 }
 
@@ -166,8 +168,17 @@ pub fn shares_work(threads: usize) -> bool {
     threads > 1
 }
 
-/// Opens the store; in an upgrade, retries while the old process still holds it.
-fn open_store(path: &std::path::Path, upgrade: bool) -> Result<SledStore, StartError> {
+/// Opens the configured store. A sled store is held by one process, so in
+/// an upgrade this retries while the old process still holds it; a
+/// database is shared, and opened at once.
+pub fn open_store(config: &Config, upgrade: bool) -> Result<Arc<dyn Store>, StartError> {
+    match &config.store_backend {
+        StoreBackend::Sled => Ok(Arc::new(open_sled(&config.store_path, upgrade)?)),
+        StoreBackend::Postgres(pg) => Ok(Arc::new(PgStore::open(pg)?)),
+    }
+}
+
+fn open_sled(path: &std::path::Path, upgrade: bool) -> Result<SledStore, StartError> {
     let started = std::time::Instant::now();
     loop {
         match SledStore::open(path) {
@@ -252,7 +263,7 @@ impl Gate {
         let mut server = Server::new_with_opt_and_conf(opt, conf);
         // In an upgrade this waits for the running gate's sockets.
         server.bootstrap();
-        let store = Arc::new(open_store(&config.store_path, upgrade)?);
+        let store = open_store(&config, upgrade)?;
 
         if config.public_url.is_none() {
             log::warn!(
@@ -261,9 +272,7 @@ impl Gate {
             );
         }
         let config = Arc::new(config);
-        let app = Arc::new(
-            App::new(config.clone(), store.clone() as Arc<dyn Store>).map_err(StartError::Setup)?,
-        );
+        let app = Arc::new(App::new(config.clone(), store.clone()).map_err(StartError::Setup)?);
         let mut gate_proxy =
             pingora::proxy::http_proxy(&server.configuration, PublicProxy::new(app.clone()));
         // HTTP/2 connections bypass the HTTP/1 header deadline; without this an

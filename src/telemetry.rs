@@ -11,7 +11,8 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
+    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 /// Fast buckets for in-process work (seconds): 1 µs to 100 ms.
@@ -116,6 +117,33 @@ lazy!(KEYS_REVOKED: IntCounter = counter("tachi_gate_keys_revoked_total", "API k
 lazy!(HEADER_TIMEOUTS: IntCounter = counter(
     "tachi_gate_header_timeouts_total",
     "Connections answered 408 and closed because a request header arrived too slowly."
+));
+
+// The PostgreSQL store's connections and revocation notices (absent with sled).
+lazy!(STORE_POOL: IntGaugeVec = register_int_gauge_vec!(
+    "tachi_gate_store_pool_connections",
+    "PostgreSQL pool connections: idle, in_use, max, and waiting (requests queued for one).",
+    &["state"]
+).unwrap_or_else(|_| unreachable_metric()));
+
+lazy!(STORE_NOTIFICATIONS: IntCounter = counter(
+    "tachi_gate_store_notifications_total",
+    "Key revocation notices received from the database (from any gate, this one included)."
+));
+
+lazy!(STORE_LISTENING: IntGauge = register_int_gauge!(
+    "tachi_gate_store_listening",
+    "1 while the connection that receives key revocation notices is up."
+).unwrap_or_else(|_| unreachable_metric()));
+
+lazy!(STORE_LISTENER_RECONNECTS: IntCounter = counter(
+    "tachi_gate_store_listener_reconnects_total",
+    "Times the revocation listener lost its connection (every held key was then forgotten)."
+));
+
+lazy!(STORE_UNAVAILABLE: IntCounter = counter(
+    "tachi_gate_store_unavailable_total",
+    "Store operations refused because the database was unreachable or too slow."
 ));
 
 lazy!(HEADS_REFUSED: IntCounter = counter(

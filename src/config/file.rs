@@ -109,7 +109,11 @@ pub(super) struct FileUpstream {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileStore {
+    pub(super) backend: Option<String>,
     pub(super) path: Option<PathBuf>,
+    pub(super) url: Option<String>,
+    pub(super) pool_size: Option<usize>,
+    pub(super) timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

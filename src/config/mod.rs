@@ -174,6 +174,38 @@ pub struct LimitsConfig {
     pub failed_auths: u64,
 }
 
+/// Where the gate keeps its clients, codes and keys (`[store]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded store in `store_path`, held by one process.
+    Sled,
+    /// A PostgreSQL database that several gates may share.
+    Postgres(PostgresConfig),
+}
+
+/// `[store]` with `backend = "postgres"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// A libpq-style URL (`TACHI_GATE_STORE_URL` wins over the file). It may
+    /// hold a password: [`PostgresConfig`]'s `Debug` does not print it.
+    pub url: String,
+    /// Connections kept for requests (the notification listener has one more).
+    pub pool_size: usize,
+    /// The longest connecting or any one store operation may take; past it
+    /// the request is answered 503 rather than left waiting.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &"<hidden>")
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// The gate's configuration after validation: every value here is usable as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -210,7 +242,10 @@ pub struct Config {
     /// Tachi, or a list; empty turns CORS off.
     pub cors_origins: Vec<String>,
     pub upstream: UpstreamConfig,
+    /// The sled store's directory; with PostgreSQL only the default home of
+    /// `upgrade_sock`.
     pub store_path: PathBuf,
+    pub store_backend: StoreBackend,
     pub session: SessionConfig,
     pub oauth: OAuthConfig,
     pub auth: AuthConfig,
@@ -235,6 +270,10 @@ pub struct Overrides {
 /// be exchanged within minutes; a bound also keeps time arithmetic far from overflow.
 pub const MAX_TTL_SECS: u64 = 24 * 60 * 60;
 
+/// The environment variable whose value, when set, is `store.url`: a
+/// password then need not sit in the configuration file.
+pub const STORE_URL_ENV: &str = "TACHI_GATE_STORE_URL";
+
 /// Where the configuration comes from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "conf/tachi-gate.toml";
 
@@ -243,6 +282,7 @@ impl Config {
     /// exists, else the built-in defaults; then applies `overrides`.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let admin_env = std::env::var("TACHI_GATE_ADMIN_TOKEN").ok();
+        let store_url_env = std::env::var(STORE_URL_ENV).ok().filter(|u| !u.is_empty());
         let (text, name) = match path {
             Some(p) => match std::fs::read_to_string(p) {
                 Ok(t) => (t, p.display().to_string()),
@@ -266,10 +306,12 @@ impl Config {
                 }
             },
         };
-        Config::from_toml(&text, overrides, admin_env).map_err(|error| ConfigError::In {
-            file: name,
-            error: Box::new(error),
-        })
+        Config::from_toml_with_store_url(&text, overrides, admin_env, store_url_env).map_err(
+            |error| ConfigError::In {
+                file: name,
+                error: Box::new(error),
+            },
+        )
     }
 
     /// Parses and validates one TOML document.
@@ -278,17 +320,34 @@ impl Config {
         overrides: &Overrides,
         admin_token_env: Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::from_toml_with_store_url(text, overrides, admin_token_env, None)
+    }
+
+    /// [`Config::from_toml`], with `store.url` from the environment when set.
+    pub fn from_toml_with_store_url(
+        text: &str,
+        overrides: &Overrides,
+        admin_token_env: Option<String>,
+        store_url_env: Option<String>,
+    ) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        validate(file, overrides, admin_token_env, &resolve)
+        let env = validate::Env {
+            admin_token: admin_token_env,
+            store_url: store_url_env,
+        };
+        validate(file, overrides, env, &resolve)
     }
 
     /// As [`Config::from_toml`] with no overrides, but accepting only numeric
     /// addresses, so that it never waits on DNS (for fuzzing and property tests).
     pub fn from_toml_offline(text: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        validate(file, &Overrides::default(), None, &|value: &str| {
-            value.parse().map_err(|e| format!("{e}"))
-        })
+        validate(
+            file,
+            &Overrides::default(),
+            validate::Env::default(),
+            &|value: &str| value.parse().map_err(|e| format!("{e}")),
+        )
     }
 }
 
@@ -449,6 +508,67 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(c.upstream.addrs, vec!["127.0.0.1:10".parse().unwrap()]);
         assert_eq!(c.store_path, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn the_store_is_sled_unless_postgres_is_asked_for() {
+        assert_eq!(parse("").unwrap().store_backend, StoreBackend::Sled);
+        let c = parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://gate@db/gate\"\npool_size = 4",
+        )
+        .unwrap();
+        let StoreBackend::Postgres(pg) = c.store_backend else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.url, "postgres://gate@db/gate");
+        assert_eq!((pg.pool_size, pg.timeout), (4, Duration::from_secs(2)));
+        assert!(
+            !format!("{pg:?}").contains("gate@db"),
+            "the URL is not printed"
+        );
+        for (text, key) in [
+            ("backend = \"postgres\"", "store.url"),
+            ("backend = \"mongo\"", "store.backend"),
+            ("url = \"postgres://db/x\"", "store.url"),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://db/x\"\npool_size = 0",
+                "store.pool_size",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://db/x\"\ntimeout_ms = 1",
+                "store.timeout_ms",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"mysql://db/x\"",
+                "store.url",
+            ),
+        ] {
+            let e = parse(&format!("[store]\n{text}")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_store_url_from_the_environment_wins() {
+        let c = Config::from_toml_with_store_url(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://file@db/x\"",
+            &Overrides::default(),
+            None,
+            Some("postgres://env:secret@db/x".into()),
+        )
+        .unwrap();
+        let StoreBackend::Postgres(pg) = c.store_backend else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.url, "postgres://env:secret@db/x");
+        // With the URL only in the environment, the file needs none.
+        assert!(Config::from_toml_with_store_url(
+            "[store]\nbackend = \"postgres\"",
+            &Overrides::default(),
+            None,
+            Some("postgres://db/x".into()),
+        )
+        .is_ok());
     }
 
     #[test]

@@ -11,9 +11,16 @@ use super::file::{
 };
 use super::{
     AuthConfig, Config, ConfigError, IdentityConfig, IdentityMode, LimitsConfig, OAuthConfig,
-    Overrides, Policy, SessionConfig, TlsConfig, UnknownTokens, UpstreamConfig,
-    DEFAULT_PERMISSIONS, MAX_TTL_SECS,
+    Overrides, Policy, PostgresConfig, SessionConfig, StoreBackend, TlsConfig, UnknownTokens,
+    UpstreamConfig, DEFAULT_PERMISSIONS, MAX_TTL_SECS, STORE_URL_ENV,
 };
+
+/// Values taken from the environment, which win over the file.
+#[derive(Debug, Default)]
+pub(super) struct Env {
+    pub(super) admin_token: Option<String>,
+    pub(super) store_url: Option<String>,
+}
 
 /// Turns `host:port` into an address, resolving a host name once.
 pub(super) type Resolver<'a> = &'a dyn Fn(&str) -> Result<SocketAddr, String>;
@@ -69,12 +76,12 @@ fn address_list(
 pub(super) fn validate(
     file: FileConfig,
     overrides: &Overrides,
-    admin_token_env: Option<String>,
+    env: Env,
     resolver: Resolver<'_>,
 ) -> Result<Config, ConfigError> {
-    let server = server(file.server, overrides, admin_token_env, resolver)?;
+    let server = server(file.server, overrides, env.admin_token, resolver)?;
     let upstream = upstream(file.upstream, overrides, resolver)?;
-    let store_path = store(file.store, overrides)?;
+    let (store_path, store_backend) = store(file.store, overrides, env.store_url)?;
     let session = session(file.session)?;
     let oauth = oauth(file.oauth)?;
     let auth = auth(file.auth, file.gate, &oauth.permissions)?;
@@ -102,6 +109,7 @@ pub(super) fn validate(
         public_url: server.public_url,
         upstream,
         store_path,
+        store_backend,
         session,
         oauth,
         auth,
@@ -334,7 +342,14 @@ fn upstream(
     })
 }
 
-fn store(file: FileStore, overrides: &Overrides) -> Result<PathBuf, ConfigError> {
+/// The default number of pooled PostgreSQL connections.
+const DEFAULT_POOL_SIZE: usize = 16;
+
+fn store(
+    file: FileStore,
+    overrides: &Overrides,
+    url_env: Option<String>,
+) -> Result<(PathBuf, StoreBackend), ConfigError> {
     let path = overrides
         .data
         .clone()
@@ -343,7 +358,65 @@ fn store(file: FileStore, overrides: &Overrides) -> Result<PathBuf, ConfigError>
     if path.as_os_str().is_empty() {
         return invalid("store.path", "must not be empty");
     }
-    Ok(path)
+    let backend = match file.backend.as_deref().unwrap_or("sled") {
+        "sled" => {
+            for (key, set) in [
+                ("url", file.url.is_some()),
+                ("pool_size", file.pool_size.is_some()),
+                ("timeout_ms", file.timeout_ms.is_some()),
+            ] {
+                if set {
+                    return invalid(
+                        format!("store.{key}"),
+                        "only applies with backend = \"postgres\"",
+                    );
+                }
+            }
+            StoreBackend::Sled
+        }
+        "postgres" => {
+            let Some(url) = url_env.or(file.url).filter(|u| !u.is_empty()) else {
+                return invalid(
+                    "store.url",
+                    format!("backend = \"postgres\" needs a URL here or in {STORE_URL_ENV}"),
+                );
+            };
+            if let Err(reason) = crate::store::postgres::check_url(&url) {
+                return invalid("store.url", reason);
+            }
+            let pool_size = file.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+            if !(1..=1000).contains(&pool_size) {
+                return invalid("store.pool_size", "from 1 to 1000");
+            }
+            StoreBackend::Postgres(PostgresConfig {
+                url,
+                pool_size,
+                timeout: timeout_between("store.timeout_ms", file.timeout_ms, 2_000, 50, 60_000)?,
+            })
+        }
+        other => {
+            return invalid(
+                "store.backend",
+                format!("`{other}` is neither \"sled\" nor \"postgres\""),
+            )
+        }
+    };
+    Ok((path, backend))
+}
+
+/// A duration in milliseconds within `min..=max`, else `default`.
+fn timeout_between(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    let ms = value.unwrap_or(default);
+    if !(min..=max).contains(&ms) {
+        return invalid(key, format!("from {min} to {max}"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// The longest an identity assertion may be valid. It is a bearer

@@ -149,9 +149,11 @@ impl Reply {
         Reply::failure(502, "The Tachi server is unavailable.")
     }
 
-    /// 503: the gate's own store failed; never the caller's fault.
+    /// 503: the gate's own store failed or its database cannot be reached;
+    /// never the caller's fault, and usually brief.
     pub fn store_unavailable() -> Reply {
         Reply::failure(503, "The gate's store is unavailable; try again shortly.")
+            .header("Retry-After", "1")
     }
 
     /// 431: request headers over the gate's limit, or a head too long for

@@ -1,6 +1,7 @@
 //! The operator commands of the binary (`clients`, `keys`, `import`): each
 //! becomes one [`AdminOp`], carried out on the store directly when no gate
 //! holds it, or through a running gate's admin API with `--admin URL`.
+//! `store copy` moves clients and keys from one store to another.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +9,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::app::App;
-use crate::config::{Config, IdentityMode};
+use crate::config::{Config, IdentityMode, PostgresConfig, StoreBackend};
 use crate::http::reply::Reply;
 use crate::ops::admin::{self, AdminOp, ImportBatch, ImportedKey};
 use crate::ops::import;
-use crate::store::{ImportCounts, OpenError, SledStore, Store};
+use crate::store::{ImportCounts, OpenError, PgStore, SledStore, Store};
 
 /// Reads Tachi exports into an import operation; an error names the file and line.
 pub fn import_op(
@@ -70,22 +71,35 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start: {e}"))
 }
 
-/// Runs `op` on the store at `config.store_path`, which no gate may hold;
-/// a key rotation works on the key file alone, running gates or not.
+/// Opens a sled store for a command; a running gate's hold is explained.
+fn open_sled(path: &Path) -> Result<Arc<dyn Store>, String> {
+    match SledStore::open(path) {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(OpenError::Locked { .. }) => Err(format!(
+            "the store at {} is in use by a running gate; act through it with --admin URL \
+             (its admin listener) and TACHI_GATE_ADMIN_TOKEN",
+            path.display()
+        )),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+fn open_postgres(config: &PostgresConfig) -> Result<Arc<dyn Store>, String> {
+    Ok(Arc::new(PgStore::open(config).map_err(|e| e.to_string())?))
+}
+
+/// Runs `op` on the configured store directly: a sled store no gate may
+/// hold, or the database, which running gates may share. A key rotation
+/// works on the key file alone, running gates or not.
 pub fn run_direct(config: Config, op: AdminOp) -> Outcome {
     if op == AdminOp::RotateIdentityKey {
         return rotate_key_file(&config);
     }
-    let store = SledStore::open(&config.store_path).map_err(|e| match e {
-        OpenError::Locked { .. } => format!(
-            "the store at {} is in use by a running gate; act through it with --admin URL \
-             (its admin listener) and TACHI_GATE_ADMIN_TOKEN",
-            config.store_path.display()
-        ),
-        other => other.to_string(),
-    })?;
-    let store = Arc::new(store);
-    let app = App::new(Arc::new(config), store.clone() as Arc<dyn Store>)?;
+    let store = match &config.store_backend {
+        StoreBackend::Sled => open_sled(&config.store_path)?,
+        StoreBackend::Postgres(pg) => open_postgres(pg)?,
+    };
+    let app = App::new(Arc::new(config), store.clone())?;
     let reply: Reply = runtime()?.block_on(admin::run(&app, op));
     store.close().map_err(|e| e.to_string())?;
     outcome_of(&reply.envelope)
@@ -105,6 +119,75 @@ fn rotate_key_file(config: &Config) -> Outcome {
     log::info!(target: "audit", "identity signing key rotated kid={kid} via=key file");
     let published = crate::assertion::published_in_file(&config.identity)?;
     outcome_of(&admin::rotated(&kid, published).envelope)
+}
+
+/// Where `store copy` reads or writes: a PostgreSQL URL, or else a sled
+/// store's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sled(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl StoreLocation {
+    pub fn parse(text: &str) -> StoreLocation {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            StoreLocation::Postgres(text.to_string())
+        } else {
+            StoreLocation::Sled(text.into())
+        }
+    }
+
+    fn open(&self) -> Result<Arc<dyn Store>, String> {
+        match self {
+            StoreLocation::Sled(path) => open_sled(path),
+            StoreLocation::Postgres(url) => {
+                crate::store::postgres::check_url(url)?;
+                open_postgres(&PostgresConfig {
+                    url: url.clone(),
+                    pool_size: 2,
+                    timeout: std::time::Duration::from_secs(30),
+                })
+            }
+        }
+    }
+}
+
+/// Records per transaction of a copy.
+const COPY_CHUNK: usize = 500;
+
+/// Copies every client and live key from `from` into `to`, adding only what
+/// `to` lacks, so a copy can be run again (after a failure, or to catch up)
+/// without harm. Codes are not copied: they live minutes, and a user whose
+/// code is lost authorises again. A sled store must not be held by a gate.
+pub fn copy_store(from: &StoreLocation, to: &StoreLocation) -> Outcome {
+    if from == to {
+        return Err("--from and --to name the same store".into());
+    }
+    let source = from.open()?;
+    let target = to.open()?;
+    let copied = runtime()?.block_on(async {
+        let clients = source.all_clients().await.map_err(|e| e.to_string())?;
+        let keys = source.all_keys().await.map_err(|e| e.to_string())?;
+        let mut counts = ImportCounts::default();
+        for chunk in clients.chunks(COPY_CHUNK) {
+            counts += target.import(chunk, &[]).await.map_err(|e| e.to_string())?;
+        }
+        for chunk in keys.chunks(COPY_CHUNK) {
+            counts += target.import(&[], chunk).await.map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(counts)
+    });
+    let closed = source.close().and(target.close());
+    let counts = copied?;
+    closed.map_err(|e| e.to_string())?;
+    Ok((
+        format!(
+            "Copied {} clients ({} already present) and {} keys ({} already present).",
+            counts.clients_added, counts.clients_present, counts.keys_added, counts.keys_present
+        ),
+        serde_json::to_value(counts).unwrap_or_default(),
+    ))
 }
 
 /// Records per import request, so each stays well under the admin API's

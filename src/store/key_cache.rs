@@ -116,6 +116,16 @@ impl KeyCache {
     }
 }
 
+impl KeyCache {
+    /// Forgets every record, and any read of the store in flight: for when
+    /// removals may have been missed (a shared store's notices were lost).
+    pub fn forget_all(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.records.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +157,12 @@ mod tests {
         // A digest that cannot be a key's: everything goes.
         c.forget(&[&[3u8; 5][..]]);
         assert!(c.get(&[3; 32]).is_none());
+        c.fill(c.generation(), [4; 32], record("d"));
+        let seen = c.generation();
+        c.forget_all();
+        assert!(c.get(&[4; 32]).is_none());
+        c.fill(seen, [4; 32], record("stale"));
+        assert!(c.get(&[4; 32]).is_none(), "a read from before is not kept");
     }
 
     #[test]

@@ -1,21 +1,29 @@
 //! The gate's persistent state: API clients, intermediate codes and API keys.
 //!
-//! Routes talk to the [`Store`] trait only, so a second backend (a shared,
-//! networked store for several gates) can be added without touching them. The
-//! one backend today is [`SledStore`].
+//! Routes talk to the [`Store`] trait only. Two backends implement it: the
+//! embedded [`SledStore`] (the default, held by one process) and
+//! [`PgStore`], a PostgreSQL database that several gates share, with the
+//! same guarantees kept by the database.
 //!
 //! Every secret (client secret, code, key) is kept as its SHA-256 [`Digest`]:
 //! they are 160-bit random values, so a plain hash is enough to make a stolen
 //! store useless, and lookups stay a single B-tree probe. Every mutating method
 //! returns only once its change is durable on disk.
+//!
+//! The tests of the [`Store`] contract are one suite (`suite`) that runs
+//! against each backend.
 
 mod batch;
 mod commit;
 mod key_cache;
+pub mod postgres;
 mod records;
 mod sled_store;
+#[cfg(test)]
+mod suite;
 
 pub use commit::GroupCommit;
+pub use postgres::{PgOpenError, PgStore};
 pub use records::{
     Authorization, Challenge, ClientRecord, CodeRecord, KeyRecord, Memo, Memoized, MintedKey,
     PkceMethod, Redemption,
@@ -93,6 +101,13 @@ pub enum StoreError {
     /// The writer could not apply the batch this change was in.
     #[error("store error: the store writer failed on this batch")]
     BatchFailed,
+    /// The database cannot be reached, or did not answer in time; nothing
+    /// was acknowledged.
+    #[error("store error: the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement.
+    #[error("store error: the database failed: {0}")]
+    Database(String),
 }
 
 /// A change to a client record, for [`Store::modify_client`].
@@ -235,6 +250,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_user_keys(&self, user_id: u64) -> Result<usize, StoreError>;
     /// Every client, oldest first.
     async fn all_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Every live key with its digest, oldest first (to copy a store).
+    async fn all_keys(&self) -> Result<Vec<(Digest, KeyRecord)>, StoreError>;
     /// Adds clients and keys that are not there yet (by client ID and key
     /// digest), leaving existing ones untouched, so importing twice is harmless.
     async fn import(

@@ -71,7 +71,16 @@ impl AdminService {
                 Ok(()) => Reply::success("Serving.", json!({"store": "open"})),
                 Err(e) => {
                     log::error!("health check: {e}");
-                    Reply::failure(503, "The store is not serving.")
+                    // Which part still works: keys held in memory are still
+                    // checked; nothing that needs the store is served.
+                    Reply::failure(
+                        503,
+                        format!(
+                            "The store is not serving ({e}): keys held in memory are still \
+                             checked; other keys, exchanges and changes are refused."
+                        ),
+                    )
+                    .header("Retry-After", "1")
                 }
             };
         }
