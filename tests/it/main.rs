@@ -20,6 +20,7 @@ mod lifecycle;
 mod metrics;
 mod oauth;
 mod operations;
+mod postgres;
 mod process;
 mod properties;
 mod tachi_compat;

@@ -55,8 +55,10 @@ pub(super) fn parse(url: &str, timeout: Duration) -> Result<Settings, String> {
         Some(o) if !o.trim().is_empty() => format!("{o} -c synchronous_commit=on"),
         _ => "-c synchronous_commit=on".to_string(),
     };
+    if pg.get_application_name().is_none() {
+        pg.application_name("tachi-gate");
+    }
     pg.options(options)
-        .application_name("tachi-gate")
         .connect_timeout(timeout)
         // A dead peer is noticed by the kernel, not only by the next query.
         .keepalives(true)

@@ -8,6 +8,7 @@ pub mod binary;
 pub mod gate;
 pub mod mock_tachi;
 pub mod ports;
+pub mod postgres;
 pub mod raw;
 
 pub use binary::GateBinary;
