@@ -42,6 +42,7 @@ fn key_record() -> KeyRecord {
         permissions: vec!["submit_score".into()],
         from_client: Some("CIbench".into()),
         created_on: 0,
+        memo: Default::default(),
     }
 }
 
