@@ -91,10 +91,15 @@ impl StoredKey {
     pub fn generate(now: u64) -> Result<StoredKey, String> {
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
-        let signing = SigningKey::from_bytes(&seed);
-        let pem = signing
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| format!("cannot encode a new key: {e}"))?;
+        // PKCS#8 version 1, the private key alone: what `openssl genpkey
+        // -algorithm ed25519` writes, and what OpenSSL and Node read (the
+        // version 2 form, with the public key inside, they do not).
+        let pem = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: seed,
+            public_key: None,
+        }
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| format!("cannot encode a new key: {e}"))?;
         let mut key = StoredKey {
             kid: String::new(),
             private_key: pem.to_string(),
@@ -312,6 +317,29 @@ mod tests {
         );
         // Two keys are never the same.
         assert_ne!(KeyFile::new(100).unwrap().keys[0].kid, f.keys[0].kid);
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        use base64::engine::general_purpose::STANDARD;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        STANDARD.decode(body).unwrap()
+    }
+
+    #[test]
+    fn a_key_openssl_made_is_read() {
+        // `openssl genpkey -algorithm ed25519`, and its public half from
+        // `openssl pkey -pubout`: the same key as ours must sign and publish.
+        let key = StoredKey {
+            kid: String::new(),
+            private_key: "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIIaYawRM2BiPOmps/Ln5h9dNX4oZpM5h64zwcIrT1O9c\n-----END PRIVATE KEY-----\n".into(),
+            created: 0,
+            retired: None,
+        };
+        let loaded = key.load().unwrap();
+        let jwk = serde_json::to_value(&loaded.public).unwrap();
+        assert_eq!(jwk["kty"], "OKP");
+        assert_eq!(jwk["crv"], "Ed25519");
+        assert_eq!(jwk["x"], "4bOzNaQYmiZWpaeP4eqURa9FFNeENrV91UL0-CBxJLA");
     }
 
     #[test]
