@@ -311,6 +311,8 @@ mod tests {
         assert!(f.keys[0]
             .private_key
             .starts_with("-----BEGIN PRIVATE KEY-----"));
+        // PKCS#8 v1: 48 bytes of DER, no public key inside.
+        assert_eq!(pem_der(&f.keys[0].private_key).len(), 48);
         assert!(
             !format!("{f:?}").contains("PRIVATE"),
             "no key in debug output"
