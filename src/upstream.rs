@@ -99,8 +99,13 @@ impl Upstreams {
         let Health { addrs, up } = &self.health;
         let healthy = |i: &usize| up[*i].load(Ordering::Relaxed);
         let count = (0..addrs.len()).filter(healthy).count();
-        if count == 0 {
-            return None;
+        match count {
+            0 => return None,
+            // The usual case takes no turn: the counter is the one value
+            // every worker would write on every request, a cache line
+            // passed between all the cores.
+            1 => return (0..addrs.len()).find(healthy).map(|i| addrs[i]),
+            _ => {}
         }
         let k = self.turn.fetch_add(1, Ordering::Relaxed) % count;
         // Should health change between the two passes, the first healthy one.
