@@ -131,13 +131,13 @@ impl Assertions {
     pub fn for_key(&self, record: &KeyRecord) -> Result<HeaderValue, SignError> {
         let ring = self.keyring.load();
         let now = Instant::now();
-        if let Some(kept) = &*record.memo.get() {
+        if let Some(kept) = &*record.memo.assertion() {
             if kept.generation == ring.generation && now.duration_since(kept.made) < self.ttl / 2 {
                 return Ok(kept.value.clone());
             }
         }
         let value = self.sign(record, &ring, unix_now())?;
-        record.memo.set(Memoized {
+        record.memo.set_assertion(Memoized {
             made: now,
             generation: ring.generation,
             value: value.clone(),

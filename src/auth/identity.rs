@@ -8,6 +8,7 @@ use http::header::InvalidHeaderValue;
 use http::{HeaderName, HeaderValue};
 
 use super::Identity;
+use crate::store::KeyRecord;
 
 /// Identity headers the gate sets; any inbound copies are removed first.
 pub const IDENTITY_HEADERS: [&str; 4] = [
@@ -25,41 +26,44 @@ const IDENTITY_NAMES: [HeaderName; 4] = [
     HeaderName::from_static(IDENTITY_HEADERS[3]),
 ];
 
-/// A caller's identity headers, in the order of [`IDENTITY_HEADERS`]: none
-/// for a caller without a key, and no client header for a key no client
-/// was given.
-pub type IdentityHeaders = [Option<(HeaderName, HeaderValue)>; 4];
+/// The identity headers to set upstream for a caller: none for a caller
+/// without a key. A key's are made at its first forwarded request and kept
+/// with its record in memory ([`crate::store::Memo`]), so a request with a
+/// key in use copies no string and allocates nothing for them.
+pub fn identity_headers(
+    identity: &Identity,
+) -> Result<&[(HeaderName, HeaderValue)], InvalidHeaderValue> {
+    match identity {
+        Identity::Key(k) => k.memo.headers(|| key_headers(k)),
+        _ => Ok(&[]),
+    }
+}
 
-/// The identity headers to set upstream for a caller. This runs for every
-/// request with a key, so the values are written into one buffer, each split
-/// off as it is complete: two allocations in all, where a value each and a
-/// list took five. Every part comes from the store, whose writers validate
-/// it, so a value that cannot be a header is a corrupt record.
-pub fn identity_headers(identity: &Identity) -> Result<IdentityHeaders, InvalidHeaderValue> {
-    let Identity::Key(k) = identity else {
-        return Ok(Default::default());
-    };
+/// A key's identity headers, in the order of [`IDENTITY_HEADERS`], without
+/// a client header for a key no client was given. The values are written
+/// into one buffer, each split off as it is complete. Every part comes from
+/// the store, whose writers validate it, so a value that cannot be a header
+/// is a corrupt record.
+fn key_headers(k: &KeyRecord) -> Result<Vec<(HeaderName, HeaderValue)>, InvalidHeaderValue> {
+    let mut headers = Vec::with_capacity(4);
     let mut text = BytesMut::with_capacity(64);
     let [user, permissions, client, token] = IDENTITY_NAMES;
     text.extend_from_slice(itoa::Buffer::new().format(k.user_id).as_bytes());
-    let user = (user, value(&mut text)?);
+    headers.push((user, value(&mut text)?));
     for (i, permission) in k.permissions.iter().enumerate() {
         if i > 0 {
             text.extend_from_slice(b",");
         }
         text.extend_from_slice(permission.as_bytes());
     }
-    let permissions = (permissions, value(&mut text)?);
-    let client = match &k.from_client {
-        Some(id) => {
-            text.extend_from_slice(id.as_bytes());
-            Some((client, value(&mut text)?))
-        }
-        None => None,
-    };
+    headers.push((permissions, value(&mut text)?));
+    if let Some(id) = &k.from_client {
+        text.extend_from_slice(id.as_bytes());
+        headers.push((client, value(&mut text)?));
+    }
     text.extend_from_slice(k.token_id.as_bytes());
-    let token = (token, value(&mut text)?);
-    Ok([Some(user), Some(permissions), client, Some(token)])
+    headers.push((token, value(&mut text)?));
+    Ok(headers)
 }
 
 /// The bytes written to `text` since the last split, as a header value that
@@ -73,7 +77,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::KeyRecord;
 
     #[test]
     fn key_identity_headers_are_complete() {
@@ -122,6 +125,19 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_headers_are_made_once_and_kept_with_its_record() {
+        let record = Arc::new(KeyRecord::sample());
+        let (one, other) = (keyed_arc(&record), keyed_arc(&record));
+        let first = identity_headers(&one).unwrap();
+        let again = identity_headers(&other).unwrap();
+        assert!(std::ptr::eq(first, again), "the same kept headers");
+        // A copy of the record (a fresh store read) makes its own.
+        let copy = Identity::Key(Arc::new((*record).clone()));
+        assert!(!std::ptr::eq(identity_headers(&copy).unwrap(), first));
+        assert_eq!(listed(identity_headers(&copy).unwrap()), listed(first));
+    }
+
+    #[test]
     fn no_identity_header_can_carry_the_assertion() {
         for h in IDENTITY_HEADERS {
             let e = crate::config::Config::from_toml_offline(&format!(
@@ -133,11 +149,12 @@ mod tests {
     }
 
     /// The headers set, as (name, value) pairs.
-    fn listed(h: IdentityHeaders) -> Vec<(String, HeaderValue)> {
-        h.into_iter()
-            .flatten()
-            .map(|(n, v)| (n.to_string(), v))
-            .collect()
+    fn listed(h: &[(HeaderName, HeaderValue)]) -> Vec<(String, HeaderValue)> {
+        h.iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
+    }
+
+    fn keyed_arc(record: &Arc<KeyRecord>) -> Identity {
+        Identity::Key(record.clone())
     }
 
     fn keyed(record: KeyRecord) -> Identity {

@@ -73,14 +73,14 @@ pub fn forward_headers(
         headers.remove(http::header::AUTHORIZATION);
     }
     // Room for every header added, so that the map grows at most once.
-    headers.try_reserve(3 + key_headers.iter().flatten().count())?;
+    headers.try_reserve(3 + key_headers.len())?;
     match client_ip {
         Some(ip) => headers.try_insert(X_FORWARDED_FOR, ip)?,
         None => headers.remove(X_FORWARDED_FOR),
     };
     headers.try_insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
-    for (name, value) in key_headers.into_iter().flatten() {
-        headers.try_insert(name, value)?;
+    for (name, value) in key_headers {
+        headers.try_insert(name.clone(), value.clone())?;
     }
     if let Some(value) = assertion.value {
         headers.try_insert(assertion.header.clone(), value)?;

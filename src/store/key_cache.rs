@@ -169,7 +169,7 @@ mod tests {
     fn forgetting_a_record_drops_what_was_kept_with_it() {
         let c = KeyCache::new(10);
         let kept = record("a");
-        kept.memo.set(crate::store::Memoized {
+        kept.memo.set_assertion(crate::store::Memoized {
             made: std::time::Instant::now(),
             generation: 0,
             value: http::HeaderValue::from_static("assertion"),
@@ -177,7 +177,7 @@ mod tests {
         let memo = std::sync::Arc::downgrade(&kept);
         c.fill(c.generation(), [1; 32], kept);
         let served = c.get(&[1; 32]).unwrap();
-        assert_eq!(served.memo.get().as_ref().unwrap().value, "assertion");
+        assert_eq!(served.memo.assertion().as_ref().unwrap().value, "assertion");
         drop(served);
         c.forget(&[[1u8; 32]]);
         assert!(memo.upgrade().is_none(), "the record and its memo are gone");

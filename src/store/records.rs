@@ -99,18 +99,23 @@ pub struct KeyRecord {
     pub memo: Memo,
 }
 
-/// A value derived from a key's record, kept beside the record in memory.
+/// What is derived from a key's record, kept beside the record in memory:
+/// the identity headers forwarded with each of its requests, and the
+/// signed identity assertion.
 ///
 /// It lives exactly as long as the record the store remembers: when a
 /// revocation makes the store forget the record, the memo goes with it, so
 /// nothing derived from a revoked key outlives the revocation. It is not
 /// stored, it never makes two records differ, and a copy of a record
 /// starts without one. Reading it takes no lock that other readers share
-/// (`ArcSwap`), since every request with the key reads it.
+/// (`OnceLock`, `ArcSwap`), since every request with the key reads it.
 #[derive(Default)]
-pub struct Memo(arc_swap::ArcSwapOption<Memoized>);
+pub struct Memo {
+    headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+    assertion: arc_swap::ArcSwapOption<Memoized>,
+}
 
-/// What a [`Memo`] holds.
+/// A signed assertion, with when and by what it was made.
 #[derive(Debug)]
 pub struct Memoized {
     /// When it was made.
@@ -122,13 +127,26 @@ pub struct Memoized {
 }
 
 impl Memo {
-    /// The memo, if one was set; a guard, so no reference count is touched.
-    pub fn get(&self) -> arc_swap::Guard<Option<std::sync::Arc<Memoized>>> {
-        self.0.load()
+    /// The headers made by `make` the first time they are asked for; a
+    /// record's fields never change, so neither do they.
+    pub fn headers<E>(
+        &self,
+        make: impl FnOnce() -> Result<Vec<(http::HeaderName, http::HeaderValue)>, E>,
+    ) -> Result<&[(http::HeaderName, http::HeaderValue)], E> {
+        if let Some(made) = self.headers.get() {
+            return Ok(made);
+        }
+        let made = make()?;
+        Ok(self.headers.get_or_init(|| made))
     }
 
-    pub fn set(&self, memo: Memoized) {
-        self.0.store(Some(std::sync::Arc::new(memo)));
+    /// The assertion, if one was set; a guard, so no reference count is touched.
+    pub fn assertion(&self) -> arc_swap::Guard<Option<std::sync::Arc<Memoized>>> {
+        self.assertion.load()
+    }
+
+    pub fn set_assertion(&self, memo: Memoized) {
+        self.assertion.store(Some(std::sync::Arc::new(memo)));
     }
 }
 
