@@ -13,9 +13,13 @@
 #   k) the Kong-like peer of benches/load.sh (nginx + Lua key-auth)
 #   ej) e with the signed identity assertion ([identity] mode = "jwt")
 #   en) e with CORS off (server.cors_origins = []; e has the default, on)
+#   ep) e on a PostgreSQL store ([store] backend = "postgres"), the key held
+#       in memory after its first check (TACHI_GATE_BENCH_POSTGRES_URL,
+#       default postgres://postgres@127.0.0.1:5432/test, in a schema of
+#       its own that is dropped afterwards)
 #
 # and the instruction budget: e/b at most 1.10, and each optional feature
-# at most 1.02 over the same gate without it (ej/e, e/en).
+# at most 1.02 over the same gate without it (ej/e, e/en, ep/e).
 #
 # Usage: benches/profile.sh [SECONDS=6]
 # Leaves the callgrind files in $KEEP (if set) for callgrind_annotate.
@@ -26,13 +30,15 @@ secs=${1:-6}
 . benches/common.sh
 bench_setup wrk nginx valgrind
 bench_lua
+command -v psql >/dev/null 2>&1 || bench_install postgresql-client
 
 # With KEEP set, the callgrind files outlive the scratch directory.
 bench_on_exit() {
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/ 2>/dev/null || true; fi
+    if [ -n "${schema:-}" ]; then psql -q "$pg" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true; fi
 }
 
-UP=18091 AUTH=18092 NGX=18093 PP=18094 GATE=18095 PT=18096 GJ=18097 GN=18098 KNG=18099
+UP=18091 AUTH=18092 NGX=18093 PP=18094 GATE=18095 PT=18096 GJ=18097 GN=18098 KNG=18099 GP=18100
 upstream_nginx $UP
 key=$(bench_key)
 jkey=$(bench_key "$work/store-jwt")
@@ -41,6 +47,15 @@ gate_conf 1
 sed "s|^\[server\]\$|[server]\npublic_url = \"http://127.0.0.1:$GJ\"|" "$work/gate.toml" >"$work/gate-jwt.toml"
 printf '[identity]\nmode = "jwt"\n' >>"$work/gate-jwt.toml"
 sed "s|^\[server\]\$|[server]\ncors_origins = []|" "$work/gate.toml" >"$work/gate-nocors.toml"
+# The PostgreSQL gate: a schema of its own, its key made through the store.
+pg=${TACHI_GATE_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+schema=tg_bench_$$
+psql -q "$pg" -c "CREATE SCHEMA $schema"
+cp "$work/gate.toml" "$work/gate-pg.toml"
+sep='?'; case $pg in *\?*) sep='&' ;; esac
+printf '[store]\nbackend = "postgres"\nurl = "%s%soptions=-c%%20search_path%%3D%s"\n' "$pg" "$sep" "$schema" >>"$work/gate-pg.toml"
+pkey=$("$gate" --config "$work/gate-pg.toml" keys create --user 1 --permissions submit_score --identifier bench 2>/dev/null \
+    | sed -n 's/.*"token": "\([0-9a-f]*\)".*/\1/p')
 
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.passthrough.%p" \
     "$passthrough" "127.0.0.1:$PP" "127.0.0.1:$UP" 1 >/dev/null 2>&1 & pids+=($!)
@@ -56,8 +71,8 @@ for n in cauth cproxy; do
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n.%p" \
         nginx -c "$work/nginx-$n.conf" >/dev/null 2>&1 & pids+=($!)
 done
-# pids 5 to 7: the gates with one optional feature changed, and k.
-for g in "jwt $GJ" "nocors $GN"; do
+# pids 5 to 8: the gates with one optional feature changed, then k.
+for g in "jwt $GJ" "nocors $GN" "pg $GP"; do
     read -r name port <<<"$g"
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.gate-$name.%p" \
         "$gate" --config "$work/gate-$name.toml" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP" \
@@ -68,7 +83,7 @@ daemon off; master_process off;"
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.kong.%p" \
     nginx -c "$work/nginx-kong.conf" >/dev/null 2>&1 & pids+=($!)
 # Under valgrind start-up is slow (the first run of a new build reads its debug info).
-for p in $PP $PT $GATE $AUTH $NGX $GJ $GN $KNG; do wait_port "$p" 300; done
+for p in $PP $PT $GATE $AUTH $NGX $GJ $GN $GP $KNG; do wait_port "$p" 300; done
 
 # One measurement: zero the counters of the processes in $1 (a
 # comma-separated list), run wrk, dump; prints their Ir/request, summed.
@@ -99,13 +114,14 @@ e=$(measure "${pids[2]}" e "http://127.0.0.1:$GATE/x" "Authorization: Bearer $ke
 f=$(measure "${pids[2]}" f "http://127.0.0.1:$GATE/x" "Authorization: Bearer 0000000000000000000000000000000000000000")
 ej=$(measure "${pids[5]}" ej "http://127.0.0.1:$GJ/x" "Authorization: Bearer $jkey")
 en=$(measure "${pids[6]}" en "http://127.0.0.1:$GN/x" "Authorization: Bearer $nkey")
-k=$(measure "${pids[7]}" k "http://127.0.0.1:$KNG/x" "Authorization: Bearer $key")
+ep=$(measure "${pids[7]}" ep "http://127.0.0.1:$GP/x" "Authorization: Bearer $pkey")
+k=$(measure "${pids[8]}" k "http://127.0.0.1:$KNG/x" "Authorization: Bearer $key")
 c=$(measure "${pids[4]}" c "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key")
 cplus=$(measure "${pids[4]},${pids[3]}" cplus "http://127.0.0.1:$NGX/x" "Authorization: Bearer $key")
 printf "%-34s %22s\n" configuration "instructions/request"
 printf "%-34s %22s\n" "b) bare Pingora passthrough" "$b" "b') b with a read timeout" "$bt" \
     "d) tachi-gate, guest" "$d" \
-    "e) tachi-gate, valid key" "$e" "ej) e, identity jwt" "$ej" "en) e, CORS off" "$en" \
+    "e) tachi-gate, valid key" "$e" "ej) e, identity jwt" "$ej" "en) e, CORS off" "$en" "ep) e, PostgreSQL store" "$ep" \
     "f) tachi-gate, invalid key (401)" "$f" \
     "c) nginx + auth_request, proxy" "$c" "c+) c's proxy and auth endpoint" "$cplus" \
     "k) Kong-like: nginx + Lua key-auth" "$k"
@@ -114,6 +130,6 @@ awk -v b="$b" -v bt="$bt" -v d="$d" -v e="$e" 'BEGIN {
     printf "e/b\x27 = %.2f   (b\x27/e = %.2f)\n", e/bt, bt/e }'
 awk -v b="$b" -v c="$c" -v cp="$cplus" -v e="$e" 'BEGIN {
     printf "e/c = %.2f   e/c+ = %.2f   b/c = %.2f   b/c+ = %.2f\n", e/c, e/cp, b/c, b/cp }'
-awk -v b="$b" -v e="$e" -v ej="$ej" -v en="$en" -v k="$k" 'BEGIN {
+awk -v b="$b" -v e="$e" -v ej="$ej" -v en="$en" -v ep="$ep" -v k="$k" 'BEGIN {
     printf "e/k = %.2f\n", e/k
-    printf "budget: e/b = %.3f (at most 1.10)   ej/e = %.3f (at most 1.02)   e/en = %.3f (at most 1.02)\n", e/b, ej/e, e/en }'
+    printf "budget: e/b = %.3f (at most 1.10)   ej/e = %.3f   e/en = %.3f   ep/e = %.3f (each at most 1.02)\n", e/b, ej/e, e/en, ep/e }'
