@@ -3,7 +3,9 @@
 //! Every guarantee is kept by the database, not by a lock in one process:
 //!
 //! - each change is one transaction, committed (with `synchronous_commit`
-//!   on) before its answer;
+//!   on) before its answer, at `read committed` whatever the server's
+//!   default, so that what it checks after taking a lock includes every
+//!   change made under that lock;
 //! - an exchange locks its code's row (`SELECT … FOR UPDATE`), so of many
 //!   concurrent exchanges on any gates exactly one finds it fresh;
 //! - changes checked against other records (the client cap, a user's keys
@@ -136,6 +138,23 @@ fn ms(at: u64) -> i64 {
 /// A digest read from a `bytea` column.
 fn digest_of(bytes: &[u8]) -> Result<Digest, StoreError> {
     Digest::try_from(bytes).map_err(|_| StoreError::Corrupt("a digest column".into()))
+}
+
+/// Starts a transaction at `read committed`, whatever the server's or the
+/// role's default: each statement then sees what committed before it began,
+/// so a count taken after the user's advisory lock includes every change
+/// made under it, and a removal after a row lock finds the keys minted
+/// under the lock it waited for. A `repeatable read` snapshot would predate
+/// those locks (the cap would let extra clients in, and a key minted as
+/// its client is deleted would outlive it).
+async fn begin(
+    c: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(db_error)
 }
 
 /// The lock a change checked against a user's records holds.
@@ -545,7 +564,7 @@ impl Store for PgStore {
     ) -> Result<ClientInsert, StoreError> {
         self.bounded(async {
             let mut c = self.client().await?;
-            let tx = c.transaction().await.map_err(db_error)?;
+            let tx = begin(&mut c).await?;
             PgStore::lock_user(&tx, client.author).await?;
             let statement = tx
                 .prepare_cached(
@@ -592,7 +611,7 @@ impl Store for PgStore {
     ) -> Result<Option<ClientRecord>, StoreError> {
         self.bounded(async {
             let mut c = self.client().await?;
-            let tx = c.transaction().await.map_err(db_error)?;
+            let tx = begin(&mut c).await?;
             let Some(row) = tx
                 .query_opt(
                     "SELECT record FROM clients WHERE client_id = $1 AND record IS NOT NULL \
@@ -625,7 +644,7 @@ impl Store for PgStore {
         let outcome = self
             .bounded(async {
                 let mut c = self.client().await?;
-                let tx = c.transaction().await.map_err(db_error)?;
+                let tx = begin(&mut c).await?;
                 // Exclusive: no key can be minted for it from here on.
                 let held = tx
                     .query_opt(
@@ -663,7 +682,7 @@ impl Store for PgStore {
     ) -> Result<usize, StoreError> {
         self.bounded(async {
             let mut c = self.client().await?;
-            let tx = c.transaction().await.map_err(db_error)?;
+            let tx = begin(&mut c).await?;
             PgStore::lock_user(&tx, record.user_id).await?;
             let statement = tx
                 .prepare_cached(
@@ -731,7 +750,7 @@ impl Store for PgStore {
     ) -> Result<Redeem, StoreError> {
         self.bounded(async {
             let mut c = self.client().await?;
-            let tx = c.transaction().await.map_err(db_error)?;
+            let tx = begin(&mut c).await?;
             // Every other exchange of this code waits here until this one
             // ends, then sees it spent.
             let statement = tx
@@ -785,7 +804,7 @@ impl Store for PgStore {
         let outcome = self
             .bounded(async {
                 let mut c = self.client().await?;
-                let tx = c.transaction().await.map_err(db_error)?;
+                let tx = begin(&mut c).await?;
                 let removed = self.remove_keys(&tx, "digest = $1", &&hash[..]).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok((removed.len(), vec![hash]))
@@ -900,7 +919,7 @@ impl Store for PgStore {
     async fn insert_key(&self, key: &Digest, record: &KeyRecord) -> Result<KeyInsert, StoreError> {
         self.bounded(async {
             let mut c = self.client().await?;
-            let tx = c.transaction().await.map_err(db_error)?;
+            let tx = begin(&mut c).await?;
             PgStore::lock_user(&tx, record.user_id).await?;
             let again = match &record.from_client {
                 Some(client) => {
@@ -933,7 +952,7 @@ impl Store for PgStore {
         let outcome = self
             .bounded(async {
                 let mut c = self.client().await?;
-                let tx = c.transaction().await.map_err(db_error)?;
+                let tx = begin(&mut c).await?;
                 let removed = self.remove_keys(&tx, "digest = $1", &&key[..]).await?;
                 tx.commit().await.map_err(db_error)?;
                 let record = removed.into_iter().next().map(|(_, r)| Arc::new(r));
@@ -947,7 +966,7 @@ impl Store for PgStore {
         let outcome = self
             .bounded(async {
                 let mut c = self.client().await?;
-                let tx = c.transaction().await.map_err(db_error)?;
+                let tx = begin(&mut c).await?;
                 PgStore::lock_user(&tx, user_id).await?;
                 // Unexchanged codes of the user would become keys later: they go too.
                 tx.execute(
@@ -985,7 +1004,7 @@ impl Store for PgStore {
         let mut counts = ImportCounts::default();
         self.bounded(async {
             let mut c = self.client().await?;
-            let tx = c.transaction().await.map_err(db_error)?;
+            let tx = begin(&mut c).await?;
             for client in clients {
                 if PgStore::insert_client_row(&tx, client, true).await? {
                     counts.clients_added += 1;

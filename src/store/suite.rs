@@ -242,6 +242,40 @@ async fn deleting_a_client_removes_its_keys(s: S) {
     assert_eq!(s.delete_client("CI1").await.unwrap(), None);
 }
 
+/// Keys minted while their client is deleted: each is either refused or
+/// removed with the client, never left behind.
+async fn no_key_outlives_its_client_when_minted_concurrently(s: S) {
+    for round in 0..5 {
+        let id = format!("CI{round}");
+        s.insert_client(&client(&id, 1), 100).await.unwrap();
+        let minting: Vec<_> = (0..12)
+            .map(|i| {
+                let (s, id) = (s.clone(), id.clone());
+                tokio::spawn(async move {
+                    let k = digest(&format!("{id}-{i}"));
+                    (k, s.insert_key(&k, &key(&id)).await.unwrap())
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let deleted = s.delete_client(&id).await.unwrap();
+        assert!(deleted.is_some(), "round {round}");
+        for t in minting {
+            let (k, outcome) = t.await.unwrap();
+            if outcome != KeyInsert::NoSuchClient {
+                assert!(
+                    s.key(&k).await.unwrap().is_none(),
+                    "round {round}: a key minted as its client went outlives it"
+                );
+            }
+        }
+        assert!(
+            s.keys_of_client(&id).await.unwrap().is_empty(),
+            "round {round}"
+        );
+    }
+}
+
 async fn keys_are_found_by_token_id_and_counted_per_client(s: S) {
     s.insert_client(&client("CI1", 1), 10).await.unwrap();
     let first = key("CI1");
@@ -442,13 +476,26 @@ fn admin_sql(sql: String) {
     .unwrap();
 }
 
+/// Server settings that a database or role may carry (`ALTER DATABASE …
+/// SET`), given per connection here so that no other test sees them:
+/// transactions that default to `repeatable read`.
+pub(crate) const REPEATABLE_READ_DEFAULT: &str =
+    "%20-c%20default_transaction_isolation%3Drepeatable%5C%20read";
+
 impl PgFixture {
     pub(crate) fn open() -> PgFixture {
+        PgFixture::open_with_settings("")
+    }
+
+    /// A store whose connections start with `settings` (URL-encoded
+    /// `options` text, each part beginning with `%20-c`) as the server's
+    /// defaults.
+    pub(crate) fn open_with_settings(settings: &str) -> PgFixture {
         let schema = format!("tg_unit_{}", random_hex(6));
         admin_sql(format!("CREATE SCHEMA {schema}"));
         let base = test_postgres_url();
         let joiner = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{joiner}options=-c%20search_path%3D{schema}");
+        let url = format!("{base}{joiner}options=-c%20search_path%3D{schema}{settings}");
         let config = crate::config::PostgresConfig {
             url: url.clone(),
             pool_size: 8,
@@ -491,6 +538,17 @@ macro_rules! contract {
                 }
             )*
         }
+        /// The same, on a server whose transactions default to
+        /// `repeatable read`: the store's guarantees must not depend on it.
+        mod on_postgres_defaulting_to_repeatable_read {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let f = super::PgFixture::open_with_settings(super::REPEATABLE_READ_DEFAULT);
+                    super::$test(f.store.clone()).await;
+                }
+            )*
+        }
     };
 }
 
@@ -503,6 +561,7 @@ contract!(
     a_user_keeps_at_most_the_newest_live_codes,
     sweeping_removes_expired_codes_and_spent_ones_after_retention,
     deleting_a_client_removes_its_keys,
+    no_key_outlives_its_client_when_minted_concurrently,
     keys_are_found_by_token_id_and_counted_per_client,
     revoking_a_user_takes_their_keys_and_unspent_codes,
     importing_again_never_brings_back_what_was_revoked_or_deleted,
