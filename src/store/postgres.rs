@@ -301,7 +301,8 @@ impl PgStore {
     }
 
     /// Runs `op` within the store's timeout; a failure to reach the
-    /// database is counted.
+    /// database is counted, and a success while not listening for
+    /// revocations forgets every key held (see `listener`).
     async fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
@@ -313,8 +314,12 @@ impl PgStore {
                 self.timeout.as_millis()
             ))),
         };
-        if let Err(StoreError::Unavailable(_)) = &outcome {
-            crate::telemetry::STORE_UNAVAILABLE.inc();
+        match &outcome {
+            Err(StoreError::Unavailable(_)) => crate::telemetry::STORE_UNAVAILABLE.inc(),
+            // The database answers, but this gate hears no revocations:
+            // other gates may be committing some, so nothing held is kept.
+            Ok(_) if !self.listening() => self.shared.key_cache.forget_all(),
+            _ => {}
         }
         outcome
     }
@@ -850,7 +855,9 @@ impl Store for PgStore {
             .await?;
         crate::telemetry::STORE_KEY_READ.observe(started.elapsed().as_secs_f64());
         let found = found.map(Arc::new);
-        if let Some(record) = &found {
+        // Kept only while revocations are heard: one committed meanwhile
+        // through another gate would otherwise go unnoticed here.
+        if let (Some(record), true) = (&found, self.listening()) {
             self.shared.key_cache.fill(seen, *key, record.clone());
         }
         Ok(found)

@@ -6,14 +6,20 @@
 //! A notification sent while a gate was not listening is lost, so whenever
 //! the listening connection is (re)established the gate forgets every
 //! record it holds: a key revoked meanwhile is then read again, and found
-//! gone. Until a lost connection is back, the records held keep answering
-//! (the database may be down, and then no revocation can be written); the
-//! gate tries again every second at most, and pings the database every
-//! second, so a dead connection is noticed within the store's timeout.
+//! gone. While not listening, the gate keeps no new record (see
+//! `PgStore::key`), and what it already holds is judged by
+//! [`while_deaf`]: if the database answers the pool, other gates may be
+//! revoking keys this one cannot hear of, so every record goes at once;
+//! only while the database does not answer this gate either are held
+//! records still served, and then for at most [`HELD_FOR_TIMEOUTS`] times
+//! the store's timeout, since other gates may still reach it by another
+//! path. The gate tries again every second at most, and pings the database
+//! every second, so a dead connection is noticed within the store's
+//! timeout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -33,6 +39,13 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// The longest wait between two attempts to reconnect.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long, in store timeouts, records held when the listener went down
+/// keep answering while the database cannot be reached (a minute at the
+/// default 2 s): long enough to ride out a restart or a failover of the
+/// database, short enough that a key revoked through another gate that
+/// still reaches it is refused here soon after.
+pub(super) const HELD_FOR_TIMEOUTS: u32 = 30;
 
 /// What the store and its listener share.
 pub(super) struct Shared {
@@ -61,6 +74,46 @@ pub(super) fn parse_payload(payload: &str) -> Option<Vec<Digest>> {
         .collect()
 }
 
+/// What becomes of the records held while the gate is not listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    /// Still served: the database answers no one here, and the outage is young.
+    Keep,
+    /// Forgotten: revocations may be committed that this gate cannot hear of.
+    Forget,
+}
+
+/// Judges the held records when the listener has been down for `deaf_for`
+/// and the database `answers` the pool (or not).
+pub(super) fn while_deaf(answers: bool, deaf_for: Duration, timeout: Duration) -> Held {
+    if answers || deaf_for >= timeout.saturating_mul(HELD_FOR_TIMEOUTS) {
+        Held::Forget
+    } else {
+        Held::Keep
+    }
+}
+
+/// Applies the notices already received on a connection being given up:
+/// each is a committed revocation, which would otherwise be lost and leave
+/// its keys answering here until the listener is back.
+fn drain(cache: &KeyCache, notices: &mut mpsc::UnboundedReceiver<String>) {
+    while let Ok(payload) = notices.try_recv() {
+        apply(cache, &payload);
+    }
+}
+
+/// Whether the database answers a pooled connection within the timeout.
+async fn database_answers(target: &Target) -> bool {
+    let probe = async {
+        let client = target.pool.get().await.ok()?;
+        client.simple_query("").await.ok()
+    };
+    matches!(
+        tokio::time::timeout(target.timeout, probe).await,
+        Ok(Some(_))
+    )
+}
+
 /// Drops what one notification names.
 fn apply(cache: &KeyCache, payload: &str) {
     telemetry::STORE_NOTIFICATIONS.inc();
@@ -85,6 +138,9 @@ pub(super) struct Target {
 /// Listens until `stop` turns true, reconnecting whenever the connection is lost.
 pub(super) async fn run(shared: Arc<Shared>, target: Target, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(50);
+    let mut deaf_since = Instant::now();
+    // What was last logged about the held records, so it is said once.
+    let mut told = Held::Keep;
     loop {
         let Err(e) = listen(&shared, &target, &mut stop).await else {
             return;
@@ -94,13 +150,37 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, mut stop: watch::Re
             telemetry::STORE_LISTENING.set(0);
             telemetry::STORE_LISTENER_RECONNECTS.inc();
             backoff = Duration::from_millis(50);
+            deaf_since = Instant::now();
+            told = Held::Keep;
             log::error!(
-                "store: lost the database ({e}); keys held in memory are still checked, \
-                 everything else is refused until it is back"
+                "store: stopped hearing key revocations ({e}); keys held in memory are \
+                 checked only while the database answers no one here, for at most {} s",
+                target.timeout.saturating_mul(HELD_FOR_TIMEOUTS).as_secs()
             );
         } else {
             log::debug!("store: cannot listen yet: {e}");
         }
+        let answers = tokio::select! {
+            a = database_answers(&target) => a,
+            _ = stopped(&mut stop) => return,
+        };
+        shared.reachable.store(answers, Ordering::SeqCst);
+        let held = while_deaf(answers, deaf_since.elapsed(), target.timeout);
+        if held == Held::Forget {
+            shared.key_cache.forget_all();
+            if told == Held::Keep {
+                log::warn!(
+                    "store: not listening for key revocations; every key is read from the \
+                     database {}",
+                    if answers {
+                        "on each use until listening again"
+                    } else {
+                        "once it is back (held keys were kept as long as allowed)"
+                    }
+                );
+            }
+        }
+        told = held;
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stopped(&mut stop) => return,
@@ -163,10 +243,17 @@ async fn listen(
                 },
                 _ = ping.tick() => {
                     publish_pool(&target.pool);
-                    match tokio::time::timeout(target.timeout, client.simple_query("")).await {
-                        Ok(Ok(_)) => shared.reachable.store(true, Ordering::SeqCst),
-                        Ok(Err(e)) => return Err(super::describe(&e)),
-                        Err(_) => return Err("the database stopped answering".to_string()),
+                    let lost = match tokio::time::timeout(target.timeout, client.simple_query("")).await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(super::describe(&e)),
+                        Err(_) => Some("the database stopped answering".to_string()),
+                    };
+                    match lost {
+                        None => shared.reachable.store(true, Ordering::SeqCst),
+                        Some(why) => {
+                            drain(&shared.key_cache, &mut notices);
+                            return Err(why);
+                        }
                     }
                 }
                 _ = stopped(stop) => return Ok(()),
@@ -245,6 +332,31 @@ mod tests {
         assert!(cache.get(&[2; 32]).is_some());
         apply(&cache, "garbage");
         assert!(cache.get(&[2; 32]).is_none());
+    }
+
+    #[test]
+    fn notices_received_before_a_connection_is_given_up_are_applied() {
+        let cache = KeyCache::new(10);
+        let record = Arc::new(crate::store::KeyRecord::sample());
+        for d in [[1; 32], [2; 32], [3; 32]] {
+            cache.fill(cache.generation(), d, record.clone());
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(hex::encode([1u8; 32])).unwrap();
+        tx.send(hex::encode([2u8; 32])).unwrap();
+        drain(&cache, &mut rx);
+        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.get(&[2; 32]).is_none());
+        assert!(cache.get(&[3; 32]).is_some());
+    }
+
+    #[test]
+    fn held_records_outlast_the_listener_only_while_no_one_here_reaches_the_database() {
+        let t = Duration::from_secs(2);
+        assert_eq!(while_deaf(false, Duration::ZERO, t), Held::Keep);
+        assert_eq!(while_deaf(false, t * 29, t), Held::Keep);
+        assert_eq!(while_deaf(false, t * HELD_FOR_TIMEOUTS, t), Held::Forget);
+        assert_eq!(while_deaf(true, Duration::ZERO, t), Held::Forget);
     }
 
     #[test]

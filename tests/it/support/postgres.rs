@@ -74,6 +74,21 @@ impl PgSchema {
         )
     }
 
+    /// Ends the connections of this test's gates that listen for
+    /// revocations (their last statement was `LISTEN` or the listener's
+    /// empty ping); how many.
+    pub async fn terminate_listeners(&self) -> usize {
+        let rows = admin_sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{}' AND (query = '' OR query LIKE 'LISTEN%')",
+            self.name
+        ))
+        .await;
+        rows.iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count()
+    }
+
     /// Ends every connection of this test's gates (as an administrator
     /// would with `pg_terminate_backend`); how many.
     pub async fn terminate_connections(&self) -> usize {
@@ -179,6 +194,9 @@ pub enum Line {
     Cut,
     /// Keeps connections but passes nothing (a network that drops packets).
     Silent,
+    /// Forwards on the connections it has, refuses new ones (a server at
+    /// its connection limit).
+    NoNew,
 }
 
 /// Waits until the line is as `wanted` says.
@@ -213,7 +231,7 @@ impl CutProxy {
                 let target = target.clone();
                 tokio::spawn(async move {
                     let now = *state.borrow_and_update();
-                    if now == Line::Cut {
+                    if now == Line::Cut || now == Line::NoNew {
                         return;
                     }
                     if now == Line::Silent {
@@ -234,7 +252,7 @@ impl CutProxy {
                                 tokio::io::copy(&mut ro, &mut wi)
                             )
                         } => {}
-                        _ = until(&mut state, |l| l != Line::Open) => {
+                        _ = until(&mut state, |l| l != Line::Open && l != Line::NoNew) => {
                             let now = *state.borrow();
                             if now == Line::Silent {
                                 // Holds both sockets open, passing nothing.
