@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::postgres::{
-    shared_session, two_gates, CutProxy, Line, PgGateProcess, PgSchema, ADMIN_TOKEN,
+    admin_sql, shared_session, two_gates, CutProxy, Line, PgGateProcess, PgSchema, ADMIN_TOKEN,
 };
 use crate::support::*;
 use serde_json::{json, Value};
@@ -276,9 +276,60 @@ async fn timed(req: reqwest::RequestBuilder) -> (u16, Option<String>, Value, Dur
     (status, retry, body, started.elapsed())
 }
 
+/// What a stream of writes saw: every answer's status and time, and the
+/// keys whose exchange was acknowledged.
+#[derive(Default)]
+struct Writes {
+    answers: Vec<(u16, Duration)>,
+    acknowledged: Vec<String>,
+}
+
+/// Makes codes and exchanges them through `gate`, one after another,
+/// until `stop` turns true.
+fn stream_of_writes(
+    gate: Arc<TestGate>,
+    cookie: String,
+    id: String,
+    secret: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Writes> {
+    tokio::spawn(async move {
+        let mut seen = Writes::default();
+        while !*stop.borrow() {
+            let (status, _, body, took) = timed(
+                gate.http
+                    .post(gate.url("/api/v1/oauth/create-code"))
+                    .header("cookie", &cookie)
+                    .json(&json!({})),
+            )
+            .await;
+            seen.answers.push((status, took));
+            if let Some(code) = body["body"]["code"].as_str() {
+                let (status, _, body, took) = timed(
+                    gate.http
+                        .post(gate.url("/api/v1/oauth/token"))
+                        .json(&json!({
+                            "client_id": id, "client_secret": secret,
+                            "grant_type": "authorization_code", "redirect_uri": CB, "code": code
+                        })),
+                )
+                .await;
+                seen.answers.push((status, took));
+                if let (200, Some(key)) = (status, body["body"]["token"].as_str()) {
+                    seen.acknowledged.push(key.to_string());
+                }
+            }
+            // Well under the token endpoint's rate limit.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    })
+}
+
 /// Down, then back: held keys answer throughout; everything that needs
-/// the database is 503 with `Retry-After` within the timeout, never 500;
-/// `/healthz` says so; and the gate recovers by itself.
+/// the database is 503 with `Retry-After` within the timeout, never 500,
+/// while writes keep coming; `/healthz` says so; and the gate recovers by
+/// itself with every acknowledged write kept.
 async fn the_database_goes_away(line: Line) {
     let schema = PgSchema::new().await;
     let proxy = CutProxy::start().await;
@@ -288,13 +339,23 @@ async fn the_database_goes_away(line: Line) {
         schema.store_toml(Some(proxy.addr), 1_000)
     );
     let dir = tempfile::tempdir().unwrap();
-    let gate = TestGate::start_on(&conf, &dir.path().join("s"), MockTachi::start().await).await;
+    let gate =
+        Arc::new(TestGate::start_on(&conf, &dir.path().join("s"), MockTachi::start().await).await);
     let health = format!("http://127.0.0.1:{admin_port}/healthz");
     let (held, id, secret) = gate.issue_key(1, &["submit_score"]).await;
     let (unheld, _, _) = gate.issue_key(2, &["submit_score"]).await;
     assert_eq!(use_key(&gate, &held).await, 200);
     let cookie = gate.session(1);
     let code = gate.create_code(&cookie, json!({})).await;
+    let (stop_writing, writing) = tokio::sync::watch::channel(false);
+    let writes = stream_of_writes(
+        gate.clone(),
+        gate.session(3),
+        id.clone(),
+        secret.clone(),
+        writing,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     proxy.set(line);
     // The gate notices within its ping and timeout.
@@ -350,6 +411,23 @@ async fn the_database_goes_away(line: Line) {
     assert_eq!(use_key(&gate, &held).await, 200);
     let (status, body) = exchange(&gate, &id, &secret, &code).await;
     assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_writing.send(true);
+    let writes = writes.await.unwrap();
+    let refused = writes.answers.iter().filter(|(s, _)| *s == 503).count();
+    assert!(refused > 0, "no write was made during the outage");
+    for (status, took) in &writes.answers {
+        assert!([200, 503].contains(status), "a write answered {status}");
+        assert!(*took < limit, "a write took {took:?}");
+    }
+    assert!(!writes.acknowledged.is_empty(), "no write was acknowledged");
+    for key in &writes.acknowledged {
+        assert_eq!(
+            use_key(&gate, key).await,
+            200,
+            "an acknowledged key is lost"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,18 +455,54 @@ async fn connections_ended_by_the_server_are_replaced_and_revocations_still_reac
         keys.push(key);
     }
     assert!(schema.terminate_connections().await >= 2);
-    // Held keys answer at once; everything else is back within moments.
-    assert_eq!(use_key(&b, &keys[0]).await, 200);
+    // The database still answers, so b forgets what it held (it cannot
+    // know what was revoked meanwhile); everything is back within moments.
     let started = Instant::now();
     loop {
-        let code = a.create_code(&cookie, json!({})).await;
-        if exchange(&b, &id, &secret, &code).await.0 == 200 {
-            break;
+        let made = a
+            .http
+            .post(a.url("/api/v1/oauth/create-code"))
+            .header("cookie", &cookie)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let made: Value = made.json().await.unwrap();
+        if let Some(code) = made["body"]["code"].as_str() {
+            if exchange(&b, &id, &secret, code).await.0 == 200 && use_key(&b, &keys[0]).await == 200
+            {
+                break;
+            }
         }
         assert!(started.elapsed() < Duration::from_secs(5), "no recovery");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // b re-listens (forgetting what it held); a revocation on a reaches it.
+    // b re-listens, forgetting what it held, then holds keys[1] again:
+    // it answers for it while the database no longer has it.
+    let hidden = hex::encode(tachi_gate::store::digest(&keys[1]));
+    let elsewhere = hex::encode([0u8; 32]);
+    let move_row = |from: &str, to: &str| {
+        format!(
+            "UPDATE {}.keys SET digest = '\\x{to}' WHERE digest = '\\x{from}'",
+            schema.name
+        )
+    };
+    let started = Instant::now();
+    loop {
+        assert_eq!(use_key(&b, &keys[1]).await, 200);
+        admin_sql(&move_row(&hidden, &elsewhere)).await;
+        let held = use_key(&b, &keys[1]).await;
+        admin_sql(&move_row(&elsewhere, &hidden)).await;
+        if held == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "b does not hold keys again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // So a revocation on a can only reach it as a notice.
     let started = Instant::now();
     let revoked = loop {
         let r = a
@@ -408,6 +522,91 @@ async fn connections_ended_by_the_server_are_replaced_and_revocations_still_reac
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(use_key(&b, &keys[0]).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_cannot_listen_but_reaches_the_database_serves_no_revoked_key() {
+    let schema = PgSchema::new().await;
+    let proxy = CutProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestGate::start_on(
+        &schema.store_toml(None, 2_000),
+        &dir.path().join("a"),
+        MockTachi::start().await,
+    )
+    .await;
+    let b = TestGate::start_on(
+        &schema.store_toml(Some(proxy.addr), 2_000),
+        &dir.path().join("b"),
+        MockTachi::start().await,
+    )
+    .await;
+    let cookie = shared_session(&a, &b, 1);
+    let (id, secret) = a.create_client(&cookie, CB, &["submit_score"]).await;
+    let code = a.create_code(&cookie, json!({})).await;
+    let (_, body) = exchange(&a, &id, &secret, &code).await;
+    let key = body["body"]["token"].as_str().unwrap().to_string();
+    assert_eq!(use_key(&b, &key).await, 200, "held by b");
+    // b keeps its pooled connections but cannot listen again.
+    proxy.set(Line::NoNew);
+    assert!(schema.terminate_listeners().await >= 1);
+    let started = Instant::now();
+    loop {
+        let r = a
+            .send_as(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/users/me/api-tokens/{key}"),
+                &cookie,
+            )
+            .await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a cannot revoke"
+        );
+    }
+    let revoked = Instant::now();
+    while use_key(&b, &key).await != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(3),
+            "b still accepts a key revoked on a while deaf to notices"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_keys_stop_answering_once_the_database_has_been_gone_too_long() {
+    let schema = PgSchema::new().await;
+    let proxy = CutProxy::start().await;
+    // 150 ms: held keys answer for 30 times that, 4.5 s.
+    let gate = TestGate::start(&schema.store_toml(Some(proxy.addr), 150)).await;
+    let (key, _, _) = gate.issue_key(1, &["submit_score"]).await;
+    assert_eq!(use_key(&gate, &key).await, 200);
+    proxy.set(Line::Cut);
+    let cut = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(use_key(&gate, &key).await, 200, "held at first");
+    while use_key(&gate, &key).await != 503 {
+        assert!(
+            cut.elapsed() < Duration::from_secs(8),
+            "a held key still answers long after the database went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        cut.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        cut.elapsed()
+    );
+    proxy.set(Line::Open);
+    let back = Instant::now();
+    while use_key(&gate, &key).await != 200 {
+        assert!(back.elapsed() < Duration::from_secs(5), "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
