@@ -183,8 +183,12 @@ pub fn copy_store(from: &StoreLocation, to: &StoreLocation) -> Outcome {
     closed.map_err(|e| e.to_string())?;
     Ok((
         format!(
-            "Copied {} clients ({} already present) and {} keys ({} already present).",
-            counts.clients_added, counts.clients_present, counts.keys_added, counts.keys_present
+            "Copied {} clients ({} already present) and {} keys ({} already present{}).",
+            counts.clients_added,
+            counts.clients_present,
+            counts.keys_added,
+            counts.keys_present,
+            counts.skipped_note()
         ),
         serde_json::to_value(counts).unwrap_or_default(),
     ))

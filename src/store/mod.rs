@@ -149,15 +149,54 @@ pub struct ImportCounts {
     pub clients_present: usize,
     pub keys_added: usize,
     pub keys_present: usize,
+    /// Keys not held that name a client the store does not hold (never
+    /// imported, or deleted): added, they would outlive their client.
+    /// Left out of answers when 0, as before it was counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keys_skipped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What became of one imported key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyImport {
+    Added,
+    /// The digest is held (live or revoked).
+    Present,
+    /// Its client is not held.
+    Skipped,
 }
 
 impl ImportCounts {
     /// The one-line account of an import.
     pub fn summary(&self) -> String {
         format!(
-            "Imported {} clients ({} already present) and {} keys ({} already present).",
-            self.clients_added, self.clients_present, self.keys_added, self.keys_present
+            "Imported {} clients ({} already present) and {} keys ({} already present{}).",
+            self.clients_added,
+            self.clients_present,
+            self.keys_added,
+            self.keys_present,
+            self.skipped_note()
         )
+    }
+
+    /// How many keys were skipped, as a clause of a summary; empty for none.
+    pub fn skipped_note(&self) -> String {
+        match self.keys_skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped: their client is not held"),
+        }
+    }
+
+    pub(crate) fn count_key(&mut self, outcome: KeyImport) {
+        match outcome {
+            KeyImport::Added => self.keys_added += 1,
+            KeyImport::Present => self.keys_present += 1,
+            KeyImport::Skipped => self.keys_skipped += 1,
+        }
     }
 }
 
@@ -167,6 +206,7 @@ impl std::ops::AddAssign for ImportCounts {
         self.clients_present += o.clients_present;
         self.keys_added += o.keys_added;
         self.keys_present += o.keys_present;
+        self.keys_skipped += o.keys_skipped;
     }
 }
 
@@ -253,7 +293,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every live key with its digest, oldest first (to copy a store).
     async fn all_keys(&self) -> Result<Vec<(Digest, KeyRecord)>, StoreError>;
     /// Adds clients and keys that are not there yet (by client ID and key
-    /// digest), leaving existing ones untouched, so importing twice is harmless.
+    /// digest), leaving existing ones untouched, so importing twice is
+    /// harmless. A key that names a client is added only while that client
+    /// is held, under the same exclusion as minting, so that no key
+    /// outlives its client; otherwise it is counted as skipped.
     async fn import(
         &self,
         clients: &[ClientRecord],

@@ -47,8 +47,8 @@ pub use schema::SchemaError;
 use super::key_cache::KeyCache;
 use super::sled_store::SPENT_CODE_RETENTION_MS;
 use super::{
-    ClientChange, ClientInsert, ClientRecord, CodeRecord, Digest, ImportCounts, KeyInsert,
-    KeyRecord, Redeem, Redemption, Store, StoreError,
+    ClientChange, ClientInsert, ClientRecord, CodeRecord, Digest, ImportCounts, KeyImport,
+    KeyInsert, KeyRecord, Redeem, Redemption, Store, StoreError,
 };
 use crate::config::PostgresConfig;
 use listener::Shared;
@@ -487,6 +487,41 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         Ok(n == 1)
+    }
+
+    /// Imports one key: added unless its digest is held, and only while
+    /// its client (if it names one) is held, under the share lock minting
+    /// takes, so that no key outlives its client.
+    async fn import_key(
+        tx: &deadpool_postgres::Transaction<'_>,
+        key: &Digest,
+        record: &KeyRecord,
+    ) -> Result<KeyImport, StoreError> {
+        let client_held = match &record.from_client {
+            Some(client) => PgStore::hold_client(tx, client).await?,
+            None => true,
+        };
+        if client_held {
+            return Ok(if PgStore::insert_key_row(tx, key, record, true).await? {
+                KeyImport::Added
+            } else {
+                KeyImport::Present
+            });
+        }
+        let statement = tx
+            .prepare_cached("SELECT 1 FROM keys WHERE digest = $1")
+            .await
+            .map_err(db_error)?;
+        let held = tx
+            .query_opt(&statement, &[&&key[..]])
+            .await
+            .map_err(db_error)?
+            .is_some();
+        Ok(if held {
+            KeyImport::Present
+        } else {
+            KeyImport::Skipped
+        })
     }
 
     /// Every live key with its digest, oldest first (for `store copy`).
@@ -1020,11 +1055,7 @@ impl Store for PgStore {
                 }
             }
             for (digest, record) in keys {
-                if PgStore::insert_key_row(&tx, digest, record, true).await? {
-                    counts.keys_added += 1;
-                } else {
-                    counts.keys_present += 1;
-                }
+                counts.count_key(PgStore::import_key(&tx, digest, record).await?);
             }
             tx.commit().await.map_err(db_error)?;
             Ok(())

@@ -35,7 +35,7 @@ use sled::Transactional;
 use super::key_cache::KeyCache;
 use super::{
     ClientChange, ClientInsert, ClientRecord, CodeRecord, Digest, GroupCommit, ImportCounts,
-    KeyInsert, KeyRecord, Redeem, Store, StoreError,
+    KeyImport, KeyInsert, KeyRecord, Redeem, Store, StoreError,
 };
 
 /// How long a spent code is remembered after its exchange, so that a replay
@@ -874,9 +874,15 @@ impl Store for SledStore {
                     counts.clients_present += 1;
                 }
             }
+            // Held against deletion as when minting: a client deleted
+            // during the import takes its keys, imported ones included.
             let _shared = self.client_keys.read().await;
             for (hash, record) in keys {
-                let added = tx_result(
+                let client_held = match &record.from_client {
+                    Some(c) => live(self.clients.get(c.as_bytes())?).is_some(),
+                    None => true,
+                };
+                let outcome = tx_result(
                     (
                         &self.keys,
                         &self.key_ids,
@@ -886,7 +892,10 @@ impl Store for SledStore {
                         .transaction(
                             |(k, key_ids, keys_by_client, keys_by_user)| {
                                 if k.get(&hash[..])?.is_some() {
-                                    return Ok(false);
+                                    return Ok(KeyImport::Present);
+                                }
+                                if !client_held {
+                                    return Ok(KeyImport::Skipped);
                                 }
                                 KeyTrees {
                                     keys: k,
@@ -895,15 +904,11 @@ impl Store for SledStore {
                                     keys_by_user,
                                 }
                                 .insert(hash, record)?;
-                                Ok(true)
+                                Ok(KeyImport::Added)
                             },
                         ),
                 )?;
-                if added {
-                    counts.keys_added += 1;
-                } else {
-                    counts.keys_present += 1;
-                }
+                counts.count_key(outcome);
             }
         }
         self.commit.durable().await?;

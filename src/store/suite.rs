@@ -340,6 +340,70 @@ async fn importing_again_never_brings_back_what_was_revoked_or_deleted(s: S) {
     assert_eq!(s.all_clients().await.unwrap().len(), 1);
 }
 
+/// A key naming a client the store does not hold (never imported, or
+/// deleted, even while the import runs) is skipped, never left without it.
+async fn importing_a_key_whose_client_is_not_held_skips_it(s: S) {
+    let (lost, late, kept, own) = (
+        (digest("lost"), key("CInever")),
+        (digest("late"), key("CIgone")),
+        (digest("kept"), key("CIheld")),
+        (
+            digest("own"),
+            KeyRecord {
+                from_client: None,
+                ..key("x")
+            },
+        ),
+    );
+    s.insert_client(&client("CIgone", 1), 10).await.unwrap();
+    s.insert_client(&client("CIheld", 1), 10).await.unwrap();
+    s.delete_client("CIgone").await.unwrap();
+    let counts = s
+        .import(
+            &[],
+            &[lost.clone(), late.clone(), kept.clone(), own.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.keys_added, counts.keys_present, counts.keys_skipped),
+        (2, 0, 2)
+    );
+    assert!(
+        counts.summary().contains("2 skipped"),
+        "{}",
+        counts.summary()
+    );
+    for (k, _) in [&lost, &late] {
+        assert!(s.key(k).await.unwrap().is_none());
+    }
+    for (k, _) in [&kept, &own] {
+        assert!(s.key(k).await.unwrap().is_some());
+    }
+    // A client deleted while its keys are imported takes every one.
+    for round in 0..5 {
+        let id = format!("CIrace{round}");
+        s.insert_client(&client(&id, 1), 100).await.unwrap();
+        let batch: Vec<_> = (0..40)
+            .map(|i| (digest(&format!("{id}-{i}")), key(&id)))
+            .collect();
+        let importing = {
+            let (s, batch) = (s.clone(), batch.clone());
+            tokio::spawn(async move {
+                for one in batch.chunks(4) {
+                    s.import(&[], one).await.unwrap();
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        s.delete_client(&id).await.unwrap();
+        importing.await.unwrap();
+        for (k, _) in &batch {
+            assert!(s.key(k).await.unwrap().is_none(), "round {round}");
+        }
+    }
+}
+
 async fn concurrent_client_changes_never_undo_each_other(s: S) {
     s.insert_client(&client("CI1", 1), 10).await.unwrap();
     let tasks: Vec<_> = (0..20)
@@ -565,6 +629,7 @@ contract!(
     keys_are_found_by_token_id_and_counted_per_client,
     revoking_a_user_takes_their_keys_and_unspent_codes,
     importing_again_never_brings_back_what_was_revoked_or_deleted,
+    importing_a_key_whose_client_is_not_held_skips_it,
     concurrent_client_changes_never_undo_each_other,
     a_key_read_before_it_is_removed_is_not_served_after,
 );

@@ -309,9 +309,10 @@ pub async fn run(app: &App, op: AdminOp) -> Reply {
                 let c = store.import(&batch.clients, &keys).await?;
                 log::info!(
                     target: "audit",
-                    "import clients_added={} keys_added={}",
+                    "import clients_added={} keys_added={} keys_skipped={}",
                     c.clients_added,
-                    c.keys_added
+                    c.keys_added,
+                    c.keys_skipped
                 );
                 Reply::success(c.summary(), serde_json::to_value(c).unwrap_or_default())
             }
