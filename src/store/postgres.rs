@@ -212,7 +212,7 @@ impl PgStore {
                                 .map_err(|e| PgOpenError::Connect(describe(&e)))?;
                         let driver = tokio::spawn(connection);
                         let outcome = async {
-                            schema::migrate(&mut client).await?;
+                            schema::migrate(&mut client, timeout).await?;
                             let row = client
                                 .query_one("SELECT current_schema()", &[])
                                 .await
@@ -1176,6 +1176,57 @@ mod tests {
             matches!(e, PgOpenError::Schema(SchemaError::Newer { .. })),
             "{e}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_migration_lock_held_too_long_stops_start_up_in_one_line() {
+        let f = crate::store::suite::PgFixture::open();
+        f.store.close().unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let url = f.url.clone();
+        let holder = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                c.execute("SELECT pg_advisory_lock($1)", &[&schema::MIGRATION_LOCK])
+                    .await
+                    .unwrap();
+                held_tx.send(()).unwrap();
+                let _ = released.await;
+            });
+        });
+        held.recv().unwrap();
+        // 100 ms: start-up may take 30 times that, 3 s.
+        let started = std::time::Instant::now();
+        let outcome = PgStore::open(&PostgresConfig {
+            url: f.url.clone(),
+            pool_size: 1,
+            timeout: Duration::from_millis(100),
+        });
+        let took = started.elapsed();
+        let _ = release.send(());
+        holder.join().unwrap();
+        let Err(e) = outcome else {
+            panic!("started while another gate held the migration lock")
+        };
+        let said = e.to_string();
+        assert!(
+            matches!(e, PgOpenError::Schema(SchemaError::Timeout { .. })),
+            "{said}"
+        );
+        assert!(!said.contains('\n'), "{said}");
+        assert!(
+            said.contains("waiting for another gate's migration"),
+            "{said}"
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 
     #[test]

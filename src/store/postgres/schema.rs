@@ -1,6 +1,12 @@
 //! The database schema: versioned migrations (refinery), applied at start-up
 //! under an advisory lock, so that gates starting together apply each one
-//! once and none reads a half-made schema.
+//! once and none reads a half-made schema. Waiting for the lock and
+//! migrating are bounded together by [`MIGRATE_TIMEOUTS`] store timeouts:
+//! a gate stuck behind another's migration, or on a table lock, stops with
+//! one line rather than hanging at start-up.
+
+use std::cell::Cell;
+use std::time::Duration;
 
 use refinery_core::{Migration, Runner};
 use tokio_postgres::Client;
@@ -13,7 +19,15 @@ const HISTORY_TABLE: &str = "tachi_gate_schema_history";
 
 /// The session advisory lock held while migrating (any fixed number; it
 /// only has to be the same in every gate).
-const MIGRATION_LOCK: i64 = 0x7461_6368_695f_6761; // "tachi_ga"
+pub(super) const MIGRATION_LOCK: i64 = 0x7461_6368_695f_6761; // "tachi_ga"
+
+/// How long, in store timeouts, start-up may wait for the migration lock and
+/// migrate (a minute at the default 2 s): far more than the migrations
+/// take, so that only a stuck lock or a wedged server reaches it.
+pub(super) const MIGRATE_TIMEOUTS: u32 = 30;
+
+/// How often a gate waiting for another's migration asks for the lock again.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Why the schema cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +41,11 @@ pub enum SchemaError {
     Newer { found: i64, known: i64 },
     #[error("migrating the database schema failed: {0}")]
     Migrate(String),
+    #[error(
+        "the database schema was not ready within {secs} s ({doing}); \
+         raise store.timeout_ms for this start if a migration needs longer"
+    )]
+    Timeout { secs: u64, doing: &'static str },
 }
 
 /// The newest schema version this gate knows.
@@ -34,13 +53,46 @@ pub fn known_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// Brings the schema up to date, or refuses a newer one.
-pub(super) async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
+/// Brings the schema up to date, or refuses a newer one, within `timeout`
+/// × [`MIGRATE_TIMEOUTS`]. The caller closes `client` after: on a timeout
+/// that ends the session, and with it the lock and any transaction.
+pub(super) async fn migrate(client: &mut Client, timeout: Duration) -> Result<(), SchemaError> {
+    let within = timeout.saturating_mul(MIGRATE_TIMEOUTS);
+    let doing = Cell::new("connecting");
+    let bounded = tokio::time::timeout(within, migrate_within(client, within, &doing));
+    match bounded.await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(SchemaError::Timeout {
+            secs: within.as_secs_f64().ceil() as u64,
+            doing: doing.get(),
+        }),
+    }
+}
+
+async fn migrate_within(
+    client: &mut Client,
+    within: Duration,
+    doing: &Cell<&'static str>,
+) -> Result<(), SchemaError> {
     let failed = |e: tokio_postgres::Error| SchemaError::Migrate(super::describe(&e));
+    // The server stops a statement past the bound too (a DDL waiting on a
+    // table lock would otherwise go on after this gate gave up).
     client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .batch_execute(&format!("SET statement_timeout = {}", within.as_millis()))
         .await
         .map_err(failed)?;
+    doing.set("waiting for another gate's migration");
+    loop {
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(failed)?;
+        if row.get::<_, bool>(0) {
+            break;
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
+    }
+    doing.set("migrating");
     let outcome = migrate_locked(client).await;
     // Also released when the connection closes, which follows at once.
     let _ = client
