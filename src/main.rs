@@ -87,10 +87,12 @@ enum StoreCommand {
     /// Copy every client and key from one store to another, adding only
     /// what the other lacks (run it again at no harm); prints the counts.
     Copy {
-        /// A sled store's directory or a postgres:// URL.
+        /// A sled store's directory, a postgres:// URL or key-value
+        /// connection string, or env:NAME to read either from the variable
+        /// NAME (env: alone: TACHI_GATE_STORE_URL).
         #[arg(long, value_name = "PATH_OR_URL")]
         from: String,
-        /// A sled store's directory or a postgres:// URL.
+        /// As --from.
         #[arg(long, value_name = "PATH_OR_URL")]
         to: String,
     },
@@ -300,10 +302,12 @@ fn main() -> ExitCode {
         Some(Command::Serve { upgrade }) => serve(config, upgrade),
         Some(command) => {
             let outcome = match command {
-                Command::Store(StoreCommand::Copy { from, to }) => cli::copy_store(
-                    &cli::StoreLocation::parse(&from),
-                    &cli::StoreLocation::parse(&to),
-                ),
+                Command::Store(StoreCommand::Copy { from, to }) => {
+                    let var = |name: &str| std::env::var(name).ok();
+                    cli::StoreLocation::parse(&from, var).and_then(|from| {
+                        cli::copy_store(&from, &cli::StoreLocation::parse(&to, var)?)
+                    })
+                }
                 command => operation(command, &config).and_then(|op| match &cli.admin {
                     Some(url) => {
                         cli::run_remote(url, std::env::var("TACHI_GATE_ADMIN_TOKEN").ok(), op)

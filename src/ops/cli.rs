@@ -121,20 +121,49 @@ fn rotate_key_file(config: &Config) -> Outcome {
     outcome_of(&admin::rotated(&kid, published).envelope)
 }
 
-/// Where `store copy` reads or writes: a PostgreSQL URL, or else a sled
-/// store's directory.
+/// Where `store copy` reads or writes: a PostgreSQL URL or key-value
+/// connection string, or else a sled store's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Sled(std::path::PathBuf),
     Postgres(String),
 }
 
+/// The variable `env:` alone names, as the gate reads its own URL from.
+const STORE_URL_VARIABLE: &str = "TACHI_GATE_STORE_URL";
+
 impl StoreLocation {
-    pub fn parse(text: &str) -> StoreLocation {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            StoreLocation::Postgres(text.to_string())
+    /// Reads `--from`/`--to`. `env:NAME` takes the location from the
+    /// variable NAME (`env:` alone: `TACHI_GATE_STORE_URL`), so that a
+    /// password need not appear in the process list. A PostgreSQL location
+    /// is a `postgres://` or `postgresql://` URL, or libpq's key-value form,
+    /// whose first word is `keyword=` (`host=db user=gate`); anything else
+    /// is a sled directory (write a directory whose name has `=` in its
+    /// first word as `./name`). `var` looks a variable up.
+    pub fn parse(
+        text: &str,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<StoreLocation, String> {
+        let text = match text.strip_prefix("env:") {
+            Some(name) => {
+                let name = if name.is_empty() {
+                    STORE_URL_VARIABLE
+                } else {
+                    name
+                };
+                var(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| format!("the environment variable {name} is not set"))?
+            }
+            None => text.to_string(),
+        };
+        if text.starts_with("postgres://")
+            || text.starts_with("postgresql://")
+            || is_key_value(&text)
+        {
+            Ok(StoreLocation::Postgres(text))
         } else {
-            StoreLocation::Sled(text.into())
+            Ok(StoreLocation::Sled(text.into()))
         }
     }
 
@@ -150,6 +179,18 @@ impl StoreLocation {
                 })
             }
         }
+    }
+}
+
+/// Whether `text` is libpq's key-value connection string: its first word
+/// is `keyword=…` with a keyword of letters and underscores.
+fn is_key_value(text: &str) -> bool {
+    let first = text.split_whitespace().next().unwrap_or("");
+    match first.split_once('=') {
+        Some((keyword, _)) => {
+            !keyword.is_empty() && keyword.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+        }
+        None => false,
     }
 }
 
@@ -256,4 +297,40 @@ fn send(base: &str, token: &str, op: &AdminOp) -> Outcome {
             .map_err(|e| format!("the admin API answered {status} without JSON: {e}"))?;
         outcome_of(&envelope)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StoreLocation, String> {
+        StoreLocation::parse(text, |name| match name {
+            "TACHI_GATE_STORE_URL" => Some("host=db user=gate password=hunter2".into()),
+            "OLD_DB" => Some("postgres://gate:pw@old/tachi".into()),
+            "EMPTY" => Some(" ".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn store_locations_are_urls_key_value_strings_variables_or_directories() {
+        let pg = |s: &str| Ok(StoreLocation::Postgres(s.into()));
+        let sled = |s: &str| Ok(StoreLocation::Sled(s.into()));
+        assert_eq!(parse("postgres://db/x"), pg("postgres://db/x"));
+        assert_eq!(parse("postgresql://db/x"), pg("postgresql://db/x"));
+        assert_eq!(parse("host=db dbname=x"), pg("host=db dbname=x"));
+        assert_eq!(
+            parse("host=/var/run/postgresql"),
+            pg("host=/var/run/postgresql")
+        );
+        assert_eq!(parse("env:"), pg("host=db user=gate password=hunter2"));
+        assert_eq!(parse("env:OLD_DB"), pg("postgres://gate:pw@old/tachi"));
+        assert_eq!(parse("/var/lib/tachi-gate"), sled("/var/lib/tachi-gate"));
+        assert_eq!(parse("./a=b"), sled("./a=b"));
+        assert_eq!(parse("data"), sled("data"));
+        for unset in ["env:NOPE", "env:EMPTY"] {
+            let e = parse(unset).unwrap_err();
+            assert!(e.contains("is not set"), "{e}");
+        }
+    }
 }

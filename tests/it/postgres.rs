@@ -635,10 +635,12 @@ async fn store_copy_moves_everything_both_ways_and_again_harmlessly() {
         .await;
     assert_eq!(r.status(), 200);
     gate.shutdown();
+    let url = schema.url();
     let copy = |from: String, to: String| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tachi-gate"))
             .args(["store", "copy", "--from", &from, "--to", &to])
             .env("RUST_LOG", "off")
+            .env("TACHI_GATE_STORE_URL", &url)
             .output()
             .unwrap();
         assert!(
@@ -649,7 +651,6 @@ async fn store_copy_moves_everything_both_ways_and_again_harmlessly() {
         let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
         (String::from_utf8_lossy(&out.stderr).to_string(), counts)
     };
-    let url = schema.url();
     let sled_text = sled.display().to_string();
     let (said, counts) = copy(sled_text.clone(), url.clone());
     assert!(said.starts_with("Copied 2 clients"), "{said}");
@@ -660,7 +661,8 @@ async fn store_copy_moves_everything_both_ways_and_again_harmlessly() {
         ),
         (Some(2), Some(1))
     );
-    let (_, again) = copy(sled_text, url.clone());
+    // Again, the URL from the environment rather than the command line.
+    let (_, again) = copy(sled_text, "env:".into());
     assert_eq!(
         (
             again["clientsAdded"].as_u64(),
@@ -668,9 +670,21 @@ async fn store_copy_moves_everything_both_ways_and_again_harmlessly() {
         ),
         (Some(0), Some(1))
     );
-    // And back, into an empty sled store.
+    // And back, into an empty sled store, from libpq's key-value form.
+    let server = url::Url::parse(&schema.url()).unwrap();
+    let mut key_value = format!(
+        "host={} port={} user={} dbname={} options='-c search_path={}'",
+        server.host_str().unwrap(),
+        server.port().unwrap_or(5432),
+        server.username(),
+        server.path().trim_start_matches('/'),
+        schema.name
+    );
+    if let Some(password) = server.password() {
+        key_value.push_str(&format!(" password={password}"));
+    }
     let back = dir.path().join("back");
-    let (_, counts) = copy(url, back.display().to_string());
+    let (_, counts) = copy(key_value, back.display().to_string());
     assert_eq!(
         (
             counts["clientsAdded"].as_u64(),
