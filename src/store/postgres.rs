@@ -15,7 +15,8 @@
 //! - revoked keys and deleted clients stay as rows without a record, so
 //!   that importing again never brings them back; secrets are digests.
 //!
-//! Key records in use are kept in memory ([`KeyCache`]), as with sled.
+//! Key records in use are kept in memory ([`KeyCache`]), as with sled, but
+//! only while this gate hears revocations (see `listener`).
 //! Every transaction that removes keys announces their digests with
 //! `pg_notify` (delivered only if it commits) and each gate drops them on
 //! receipt (see `listener`). All work on the database is bounded by the
