@@ -14,7 +14,7 @@
 #   ej) e with the signed identity assertion ([identity] mode = "jwt")
 #   en) e with CORS off (server.cors_origins = []; e has the default, on)
 #   ep) e on a PostgreSQL store ([store] backend = "postgres"), the key held
-#       in memory after its first check (TACHI_GATE_BENCH_POSTGRES_URL,
+#       in memory after its first check (TACHI_GATE_TEST_POSTGRES_URL,
 #       default postgres://postgres@127.0.0.1:5432/test, in a schema of
 #       its own that is dropped afterwards)
 #
@@ -48,7 +48,7 @@ sed "s|^\[server\]\$|[server]\npublic_url = \"http://127.0.0.1:$GJ\"|" "$work/ga
 printf '[identity]\nmode = "jwt"\n' >>"$work/gate-jwt.toml"
 sed "s|^\[server\]\$|[server]\ncors_origins = []|" "$work/gate.toml" >"$work/gate-nocors.toml"
 # The PostgreSQL gate: a schema of its own, its key made through the store.
-pg=${TACHI_GATE_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+pg=${TACHI_GATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 schema=tg_bench_$$
 psql -q "$pg" -c "CREATE SCHEMA $schema"
 cp "$work/gate.toml" "$work/gate-pg.toml"
