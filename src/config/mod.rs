@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod file;
+pub mod postgres_url;
 mod validate;
 
 use file::{toml_error, FileConfig};

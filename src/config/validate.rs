@@ -381,7 +381,7 @@ fn store(
                     format!("backend = \"postgres\" needs a URL here or in {STORE_URL_ENV}"),
                 );
             };
-            if let Err(reason) = crate::store::postgres::check_url(&url) {
+            if let Err(reason) = super::postgres_url::check_url(&url) {
                 return invalid("store.url", reason);
             }
             let pool_size = file.pool_size.unwrap_or(DEFAULT_POOL_SIZE);

@@ -171,7 +171,7 @@ impl StoreLocation {
         match self {
             StoreLocation::Sled(path) => open_sled(path),
             StoreLocation::Postgres(url) => {
-                crate::store::postgres::check_url(url)?;
+                crate::config::postgres_url::check_url(url)?;
                 open_postgres(&PostgresConfig {
                     url: url.clone(),
                     pool_size: 2,

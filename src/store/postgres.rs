@@ -42,7 +42,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 
-pub use connect::check_url;
 pub use schema::SchemaError;
 
 use super::key_cache::KeyCache;
