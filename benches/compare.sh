@@ -26,7 +26,12 @@ if [ ! -d "$tree" ]; then
     git worktree prune # a worktree deleted without `git worktree remove`
     git worktree add --detach -q "$tree" "$commit"
 fi
-(cd "$tree" && CARGO_TARGET_DIR="$tree/target" cargo build --release --quiet --bin tachi-gate)
+# Built as its own Cargo.toml says: CARGO_PROFILE_* settings in the
+# environment (to measure a build profile on the working tree) are for the
+# working tree only.
+profile_env=()
+for v in $(env | sed -n 's/^\(CARGO_PROFILE_[A-Z0-9_]*\)=.*/\1/p'); do profile_env+=(-u "$v"); done
+(cd "$tree" && env "${profile_env[@]}" CARGO_TARGET_DIR="$tree/target" cargo build --release --quiet --bin tachi-gate)
 earlier=$tree/target/release/tachi-gate
 
 UP=18281 PP=18284 NOW=18285 THEN=18286
