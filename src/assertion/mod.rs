@@ -14,11 +14,11 @@ pub mod keyring;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -64,13 +64,16 @@ pub struct SignError(String);
 
 /// Signs assertions and publishes the keys that verify them.
 pub struct Assertions {
-    header: HeaderName,
     issuer: String,
     audience: String,
     ttl: Duration,
     path: PathBuf,
     keyring: ArcSwap<Keyring>,
     generations: AtomicU64,
+    /// Held while the key file is read and replaced (a rotation, a
+    /// re-read), so that two rotations cannot write over each other and a
+    /// re-read cannot put back the file a rotation has just replaced.
+    file_lock: Mutex<()>,
 }
 
 /// Seconds since the Unix epoch.
@@ -110,19 +113,14 @@ impl Assertions {
         let generations = AtomicU64::new(0);
         let keyring = build(&path, file, generations.fetch_add(1, Ordering::Relaxed))?;
         Ok(Some(Assertions {
-            header: config.header.clone(),
             issuer,
             audience: config.audience.clone(),
             ttl: config.ttl,
             path,
             keyring: ArcSwap::from_pointee(keyring),
             generations,
+            file_lock: Mutex::new(()),
         }))
-    }
-
-    /// The header that carries the assertion.
-    pub fn header(&self) -> &HeaderName {
-        &self.header
     }
 
     /// The assertion for a request made with this key: the one kept with
@@ -179,6 +177,7 @@ impl Assertions {
     /// Retires the signing key for a new one, in the key file first (so
     /// that a restart keeps it), then here. The new key's ID.
     pub fn rotate(&self) -> Result<String, String> {
+        let _held = self.file_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut file = match KeyFile::read(&self.path).map_err(|e| e.to_string())? {
             Some(f) => f,
             None => self.keyring.load().read_as.clone(),
@@ -193,6 +192,7 @@ impl Assertions {
     /// `identity rotate`, another gate sharing the file) has changed it.
     /// Whether it had.
     pub fn reload(&self) -> Result<bool, String> {
+        let _held = self.file_lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(file) = KeyFile::read(&self.path).map_err(|e| e.to_string())? else {
             return Err(format!(
                 "identity.key_file {}: it has gone; signing with the keys read before",
@@ -216,8 +216,8 @@ impl Assertions {
 
 /// Rotates the key file at `config.key_file` without a running gate (or
 /// beside running gates, which read the change within a second): the new
-/// key's ID.
-pub fn rotate_file(config: &IdentityConfig) -> Result<String, String> {
+/// key's ID and the keys published now, as a JWK Set.
+pub fn rotate_file(config: &IdentityConfig) -> Result<(String, Value), String> {
     let path = &config.key_file;
     let mut file = KeyFile::read(path)
         .map_err(|e| e.to_string())?
@@ -225,20 +225,9 @@ pub fn rotate_file(config: &IdentityConfig) -> Result<String, String> {
         .unwrap_or_else(|| KeyFile::new(unix_now()))?;
     keyring::warn_if_readable_by_others(path);
     let kid = file.rotate(unix_now(), config.ttl.as_secs())?;
-    file.check()
-        .map_err(|e| format!("identity.key_file {}: {e}", path.display()))?;
-    file.write(path).map_err(|e| e.to_string())?;
-    Ok(kid)
-}
-
-/// The keys published in the key file at `config.key_file`, as a JWK Set.
-pub fn published_in_file(config: &IdentityConfig) -> Result<Value, String> {
-    let path = &config.key_file;
-    let file = KeyFile::read(path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("identity.key_file {}: there is none", path.display()))?;
     let ring = build(path, file, 0)?;
-    Ok(jwk_set(&ring.public, unix_now(), config.ttl.as_secs()))
+    ring.read_as.write(path).map_err(|e| e.to_string())?;
+    Ok((kid, jwk_set(&ring.public, unix_now(), config.ttl.as_secs())))
 }
 
 /// A JWK Set of the keys still published at `now`.
@@ -259,11 +248,9 @@ fn build(path: &std::path::Path, file: KeyFile, generation: u64) -> Result<Keyri
         }
         .to_string()
     };
+    // `check` has made sure there is a signing key, and that each loads.
     let loaded = file.check().map_err(invalid)?;
-    let signing_kid = file
-        .signing()
-        .map(|k| k.kid.clone())
-        .ok_or_else(|| invalid("it holds no signing key".into()))?;
+    let signing_kid = file.signing().map(|k| k.kid.clone()).unwrap_or_default();
     let mut signing = None;
     let mut public = Vec::with_capacity(loaded.len());
     for LoadedKey {
@@ -298,7 +285,7 @@ mod tests {
     fn config(dir: &std::path::Path, ttl: u64) -> IdentityConfig {
         IdentityConfig {
             mode: IdentityMode::Jwt,
-            header: HeaderName::from_static("x-tachi-identity"),
+            header: http::HeaderName::from_static("x-tachi-identity"),
             audience: "tachi".into(),
             ttl: Duration::from_secs(ttl),
             key_file: dir.join("identity-keys.json"),
@@ -432,7 +419,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!a.reload().unwrap());
-        let new = rotate_file(&c).unwrap();
+        let (new, _) = rotate_file(&c).unwrap();
         assert!(a.reload().unwrap());
         assert_eq!(a.signing_kid(), new);
         assert!(!a.reload().unwrap());

@@ -418,6 +418,8 @@ mod tests {
             ("header = \"Authorization\"", "identity.header"),
             ("header = \"X-Tachi-User-ID\"", "identity.header"),
             ("header = \"X-Forwarded-User\"", "identity.header"),
+            ("header = \"x_tachi_user_id\"", "identity.header"),
+            ("header = \"X_Forwarded_User\"", "identity.header"),
             ("header = \"not a header\"", "identity.header"),
             ("audience = \"\"", "identity.audience"),
             ("ttl_secs = 1", "identity.ttl_secs"),

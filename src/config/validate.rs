@@ -512,7 +512,10 @@ fn reserved_header(name: &str) -> bool {
         "proxy-authorization",
         "keep-alive",
     ];
-    RESERVED.contains(&name) || name.starts_with("x-forwarded-")
+    // With `_` read as `-`, as the proxy strips them and CGI-style
+    // servers merge the two.
+    let name = name.replace('_', "-");
+    RESERVED.contains(&name.as_str()) || name.starts_with("x-forwarded-")
 }
 
 fn session(file: FileSession) -> Result<SessionConfig, ConfigError> {

@@ -115,22 +115,31 @@ fn rotate_key_file(config: &Config) -> Outcome {
                 .into(),
         );
     }
-    let kid = crate::assertion::rotate_file(&config.identity)?;
+    let (kid, published) = crate::assertion::rotate_file(&config.identity)?;
     log::info!(target: "audit", "identity signing key rotated kid={kid} via=key file");
-    let published = crate::assertion::published_in_file(&config.identity)?;
     outcome_of(&admin::rotated(&kid, published).envelope)
 }
 
 /// Where `store copy` reads or writes: a PostgreSQL URL or key-value
 /// connection string, or else a sled store's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Sled(std::path::PathBuf),
     Postgres(String),
 }
 
+/// A database URL may hold a password: it is never printed.
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sled(path) => f.debug_tuple("Sled").field(path).finish(),
+            StoreLocation::Postgres(_) => f.write_str("Postgres(<hidden>)"),
+        }
+    }
+}
+
 /// The variable `env:` alone names, as the gate reads its own URL from.
-const STORE_URL_VARIABLE: &str = "TACHI_GATE_STORE_URL";
+const STORE_URL_VARIABLE: &str = crate::config::STORE_URL_ENV;
 
 impl StoreLocation {
     /// Reads `--from`/`--to`. `env:NAME` takes the location from the

@@ -73,12 +73,11 @@ impl AdminService {
                     log::error!("health check: {e}");
                     // Which part still works: keys held in memory are still
                     // checked; nothing that needs the store is served.
+                    // The reason is in the log only: this answer needs no token.
                     Reply::failure(
                         503,
-                        format!(
-                            "The store is not serving ({e}): keys held in memory are still \
-                             checked; other keys, exchanges and changes are refused."
-                        ),
+                        "The store is not serving: keys held in memory are still \
+                         checked; other keys, exchanges and changes are refused.",
                     )
                     .header("Retry-After", "1")
                 }
