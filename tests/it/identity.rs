@@ -18,6 +18,21 @@ async fn with_admin(extra: &str) -> (TestGate, String) {
     gate_with_admin(&format!("admin_token = \"{ADMIN_TOKEN}\"\n{extra}")).await
 }
 
+/// A gate in `jwt` mode (assertions valid a minute) with its admin API on.
+async fn jwt_gate_with_admin() -> (TestGate, String) {
+    with_admin(&format!("public_url = \"{ISSUER}\"\n{}", jwt_config(60))).await
+}
+
+/// `POST {admin}{path}` with the admin token.
+async fn admin_post(gate: &TestGate, admin: &str, path: &str) -> reqwest::Response {
+    gate.http
+        .post(format!("{admin}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn jwt_config(ttl_secs: u64) -> String {
     format!(
         "[identity]\nmode = \"jwt\"\nttl_secs = {ttl_secs}\n\
@@ -78,7 +93,7 @@ fn verify(set: &JwkSet, jwt: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_request_carries_an_assertion_the_upstream_can_verify() {
-    let (gate, admin) = with_admin(&format!("public_url = \"{ISSUER}\"\n{}", jwt_config(60))).await;
+    let (gate, admin) = jwt_gate_with_admin().await;
     let (key, client, _) = gate.issue_key(4, &["submit_score"]).await;
     let spoofed = "X-Tachi-Identity: forged\r\nx_tachi_identity: forged\r\n";
 
@@ -149,17 +164,11 @@ async fn the_assertion_is_kept_per_key_and_signed_again_at_half_its_life() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_is_refused_before_the_upstream_sees_it() {
-    let (gate, admin) = with_admin(&format!("public_url = \"{ISSUER}\"\n{}", jwt_config(60))).await;
+    let (gate, admin) = jwt_gate_with_admin().await;
     let (key, _, _) = gate.issue_key(4, &["submit_score"]).await;
     let bearer = format!("Authorization: Bearer {key}\r\n");
     assert_eq!(assertions_upstream(&gate, &bearer).await.len(), 1);
-    let r = gate
-        .http
-        .post(format!("{admin}/admin/users/4/revoke-all"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_post(&gate, &admin, "/admin/users/4/revoke-all").await;
     assert_eq!(r.status(), 200);
     let before = gate.upstream.hits();
     let r = gate.get_with_key("/api/v1/users/1", &key).await;
@@ -169,20 +178,14 @@ async fn a_revoked_key_is_refused_before_the_upstream_sees_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_signs_with_a_new_key_and_keeps_the_old_one_published() {
-    let (gate, admin) = with_admin(&format!("public_url = \"{ISSUER}\"\n{}", jwt_config(60))).await;
+    let (gate, admin) = jwt_gate_with_admin().await;
     let (key, _, _) = gate.issue_key(4, &["submit_score"]).await;
     let bearer = format!("Authorization: Bearer {key}\r\n");
     let before = assertions_upstream(&gate, &bearer).await.remove(0);
     let first_kid = kid(&before);
 
     // Through the admin API.
-    let r = gate
-        .http
-        .post(format!("{admin}/admin/identity/rotate"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_post(&gate, &admin, "/admin/identity/rotate").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     let second_kid = body["body"]["kid"].as_str().unwrap().to_string();
@@ -262,13 +265,7 @@ async fn headers_mode_signs_nothing_and_strips_what_clients_send() {
         .await
         .unwrap();
     assert!(meta.get("jwks_uri").is_none());
-    let r = gate
-        .http
-        .post(format!("{admin}/admin/identity/rotate"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_post(&gate, &admin, "/admin/identity/rotate").await;
     assert_eq!(r.status(), 409);
     assert!(!gate.store_path.join("identity-keys.json").exists());
 }

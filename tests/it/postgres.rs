@@ -33,6 +33,15 @@ async fn use_key(gate: &TestGate, key: &str) -> u16 {
         .as_u16()
 }
 
+/// Polls `gate` with `key` until it answers `status`, failing with `why`
+/// if that has not happened by `deadline`.
+async fn answers_within(gate: &TestGate, key: &str, status: u16, deadline: Instant, why: &str) {
+    while use_key(gate, key).await != status {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_made_through_one_gate_is_exchanged_through_the_other() {
     let schema = PgSchema::new().await;
@@ -51,10 +60,7 @@ async fn a_code_made_through_one_gate_is_exchanged_through_the_other() {
     assert_eq!(use_key(&a, key).await, 401);
     // b hears of it by notice, within a second.
     let replayed = Instant::now();
-    while use_key(&b, key).await != 401 {
-        assert!(replayed.elapsed() < Duration::from_secs(1), "not heard");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    answers_within(&b, key, 401, replayed + Duration::from_secs(1), "not heard").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,13 +147,14 @@ async fn a_key_revoked_on_one_gate_is_refused_by_the_other_within_a_second() {
             .await;
         assert_eq!(revoked.status(), 200);
         let started = Instant::now();
-        while use_key(&b, &key).await != 401 {
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "b still accepts a key revoked on a"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        answers_within(
+            &b,
+            &key,
+            401,
+            started + Duration::from_secs(1),
+            "b still accepts a key revoked on a",
+        )
+        .await;
     }
 }
 
@@ -522,10 +529,14 @@ async fn connections_ended_by_the_server_are_replaced_and_revocations_still_reac
         }
         assert!(started.elapsed() < Duration::from_secs(5), "no recovery");
     };
-    while use_key(&b, &keys[1]).await != 401 {
-        assert!(revoked.elapsed() < Duration::from_secs(1), "not heard");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    answers_within(
+        &b,
+        &keys[1],
+        401,
+        revoked + Duration::from_secs(1),
+        "not heard",
+    )
+    .await;
     assert_eq!(use_key(&b, &keys[0]).await, 200);
 }
 
@@ -573,13 +584,14 @@ async fn a_gate_that_cannot_listen_but_reaches_the_database_serves_no_revoked_ke
         );
     }
     let revoked = Instant::now();
-    while use_key(&b, &key).await != 401 {
-        assert!(
-            revoked.elapsed() < Duration::from_secs(3),
-            "b still accepts a key revoked on a while deaf to notices"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    answers_within(
+        &b,
+        &key,
+        401,
+        revoked + Duration::from_secs(3),
+        "b still accepts a key revoked on a while deaf to notices",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,13 +606,14 @@ async fn held_keys_stop_answering_once_the_database_has_been_gone_too_long() {
     let cut = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(use_key(&gate, &key).await, 200, "held at first");
-    while use_key(&gate, &key).await != 503 {
-        assert!(
-            cut.elapsed() < Duration::from_secs(8),
-            "a held key still answers long after the database went"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    answers_within(
+        &gate,
+        &key,
+        503,
+        cut + Duration::from_secs(8),
+        "a held key still answers long after the database went",
+    )
+    .await;
     assert!(
         cut.elapsed() >= Duration::from_secs(4),
         "{:?}",
@@ -608,10 +621,14 @@ async fn held_keys_stop_answering_once_the_database_has_been_gone_too_long() {
     );
     proxy.set(Line::Open);
     let back = Instant::now();
-    while use_key(&gate, &key).await != 200 {
-        assert!(back.elapsed() < Duration::from_secs(5), "no recovery");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    answers_within(
+        &gate,
+        &key,
+        200,
+        back + Duration::from_secs(5),
+        "no recovery",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
